@@ -56,3 +56,25 @@ func MatMulTN(c, a, b []float32, m, n, k int, acc bool) {
 		}
 	}
 }
+
+// Sparse24 is a 2:4 sparse weight [Rows, Cols] held in NVIDIA's CUTLASS layout:
+// Values are the kept values [Rows, Cols/2] (as float32, in packed order) and
+// Meta the reordered 16-bit metadata words exactly as stored (P.meta, I16).
+type Sparse24 struct {
+	Rows, Cols int
+	Values     []float32
+	Meta       []uint16
+}
+
+// NewSparse24 validates the layout (shape rules, every nibble a valid 2:4 code).
+// PLACEHOLDER (being built).
+func NewSparse24(rows, cols int, values []float32, meta []uint16) (*Sparse24, error) {
+	return &Sparse24{Rows: rows, Cols: cols, Values: values, Meta: meta}, nil
+}
+
+// SparseMatMulT computes C[m,Rows] = A[m,Cols] · Wᵀ reading the packed layout
+// directly, adding to C when acc is true.
+// PLACEHOLDER (being built): panics.
+func SparseMatMulT(c, a []float32, w *Sparse24, m int, acc bool) {
+	panic("kernel: SparseMatMulT not yet available")
+}
