@@ -1,13 +1,23 @@
 // Package pack turns masked weights into NVIDIA's 2:4 compressed layouts and
 // compressed-tensors' sparse-24-bitmask, and back.
 //
-// PLACEHOLDER bodies while the codecs are built; the signatures are the API.
+// Codecs (all concurrency-safe, pure functions over raw little-endian bytes):
+//
+//   - cutlass: PackCutlass / UnpackCutlass / CheckCutlass / CutlassShapeOK /
+//     CutlassLayoutOf, byte-exact with PyTorch's to_sparse_semi_structured
+//     (CUTLASS backend); see docs/FORMAT.md.
+//   - bitmask: PackBitmask / UnpackBitmask / CheckBitmask / BitmaskLayoutOf,
+//     compressed-tensors sparse-24-bitmask.
+//   - helpers: ApplyMask (zero pruned slots with +0), Is24 / IsPattern (find the
+//     first group that breaks a pattern), OpenExpanded (a dense view of a
+//     sparse checkpoint).
 package pack
 
 import (
 	"fmt"
 
 	"github.com/sparsify/sparsify/format"
+	"github.com/sparsify/sparsify/mask"
 )
 
 // Layout is an on-disk representation of a pruned weight.
@@ -28,27 +38,70 @@ func ParseLayout(s string) (Layout, error) {
 	return "", fmt.Errorf("pack: unknown layout %q (want dense, cutlass or bitmask)", s)
 }
 
-// PackCutlass compresses a row-major [rows, cols] matrix of dtype dt (raw
-// little-endian bytes) into CUTLASS kept values [rows, cols/2] and reordered
-// metadata, byte-exact with PyTorch's to_sparse_semi_structured. F16/BF16/I8
-// take 2:4, F32 takes 1:2.
-func PackCutlass(dt format.DType, rows, cols int, dense []byte) (values, meta []byte, err error) {
-	return nil, nil, fmt.Errorf("%w: cutlass packing", format.ErrUnsupported)
+// ApplyMask zeroes, in place, every slot of the row-major dense matrix that m
+// does not keep, writing the +0 bit pattern (never -0). Kept slots holding -0.0
+// are also rewritten to +0.0: a kept zero is a zero, and -0 has broken real
+// engines (sparse-checkpoint-formats §4.2.6). Every other kept bit pattern is
+// left exactly as it was.
+func ApplyMask(dt format.DType, dense []byte, m *mask.Mask) error {
+	k, err := elemKindOf(dt)
+	if err != nil {
+		return err
+	}
+	if m == nil || m.Rows < 0 || m.Cols < 0 || len(m.Keep) != m.Rows*m.Cols {
+		return fmt.Errorf("pack: apply mask: malformed mask")
+	}
+	if int64(len(dense)) != int64(len(m.Keep))*int64(k.size) {
+		return fmt.Errorf("pack: apply mask: %d bytes of %v for a [%d, %d] mask", len(dense), dt, m.Rows, m.Cols)
+	}
+	for i, keep := range m.Keep {
+		b := dense[i*k.size : (i+1)*k.size]
+		if !keep || (k.isFloat && k.load(b)&k.nzMask == 0) {
+			clear(b)
+		}
+	}
+	return nil
 }
 
-// UnpackCutlass expands CUTLASS values and metadata back to dense bytes.
-// Untrusted input: invalid metadata is an error, never a panic.
-func UnpackCutlass(dt format.DType, rows, cols int, values, meta []byte) ([]byte, error) {
-	return nil, fmt.Errorf("%w: cutlass unpacking", format.ErrUnsupported)
+// Is24 reports whether every group of 4 consecutive elements along each row of
+// a row-major [rows, cols] matrix has at most 2 nonzeros (-0.0 counts as zero).
+// When not, row and group locate the first offending group (in row-major
+// order). A matrix whose cols is not a multiple of 4, or whose size does not
+// match, is reported as not 2:4 at row -1.
+func Is24(dt format.DType, rows, cols int, dense []byte) (ok bool, row, group int) {
+	return IsPattern(dt, rows, cols, dense, mask.Pattern24)
 }
 
-// PackBitmask compresses a 2-D matrix into compressed-tensors' sparse-24-bitmask
-// (compressed values and packed bitmask rows).
-func PackBitmask(dt format.DType, rows, cols int, dense []byte) (compressed, bitmask []byte, err error) {
-	return nil, nil, fmt.Errorf("%w: bitmask packing", format.ErrUnsupported)
+// IsPattern is Is24 for any N:M pattern: at most p.N nonzeros in every group of
+// p.M consecutive elements of a row.
+func IsPattern(dt format.DType, rows, cols int, dense []byte, p mask.Pattern) (ok bool, row, group int) {
+	k, err := elemKindOf(dt)
+	if err != nil || p.M <= 0 || p.M > 32 || rows < 0 || cols < 0 || cols%p.M != 0 ||
+		int64(len(dense)) != int64(rows)*int64(cols)*int64(k.size) {
+		return false, -1, -1
+	}
+	if k.size == 2 && p.M == 4 {
+		return is24x16(rows, cols, dense, p.N)
+	}
+	for r := 0; r < rows; r++ {
+		src := dense[r*cols*k.size : (r+1)*cols*k.size]
+		for q := 0; q < cols/p.M; q++ {
+			if popcount(k.groupFlags(src[q*p.M*k.size:], p.M)) > p.N {
+				return false, r, q
+			}
+		}
+	}
+	return true, 0, 0
 }
 
-// UnpackBitmask expands sparse-24-bitmask tensors back to dense bytes.
-func UnpackBitmask(dt format.DType, rows, cols int, compressed, bitmask []byte) ([]byte, error) {
-	return nil, fmt.Errorf("%w: bitmask unpacking", format.ErrUnsupported)
+func is24x16(rows, cols int, dense []byte, n int) (bool, int, int) {
+	for r := 0; r < rows; r++ {
+		src := dense[r*cols*2 : (r+1)*cols*2]
+		for q := 0; q < cols/4; q++ {
+			if popcount4(flags16(le.Uint64(src[8*q:]))) > n {
+				return false, r, q
+			}
+		}
+	}
+	return true, 0, 0
 }

@@ -1,7 +1,16 @@
 package pack
 
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+)
+
 // ManifestName is the file every sparse checkpoint sparsify writes carries.
 const ManifestName = "sparsify.json"
+
+// ManifestFormat is the current Manifest.Format.
+const ManifestFormat = "sparsify-manifest/1"
 
 // Manifest records what was done to a checkpoint: layout, pattern, the method
 // that chose the masks, and a sha256 of every output file and tensor.
@@ -18,6 +27,15 @@ type Manifest struct {
 	Files   []File   `json:"files"`
 	Tensors []Tensor `json:"tensors"`
 	Pruned  []Pruned `json:"pruned"` // one per pruned weight
+
+	// OutputFormat is the container written: "safetensors" or "gguf".
+	OutputFormat string `json:"output_format,omitempty"`
+	// DType is the --dtype asked for (keep, f32, f16, bf16).
+	DType string `json:"dtype,omitempty"`
+	// Compress is "zstd" when the files are zstd-compressed.
+	Compress string `json:"compress,omitempty"`
+	// Warnings repeats the warnings the conversion printed.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Method is how the masks were chosen.
@@ -32,6 +50,8 @@ type Input struct {
 	Path   string `json:"path"`
 	Format string `json:"format"` // safetensors, gguf
 	Files  []File `json:"files"`
+	// Sparse is the layout the input was already packed in ("" if dense).
+	Sparse string `json:"sparse,omitempty"`
 }
 
 // File is one file with its size and sha256 (hex).
@@ -48,6 +68,7 @@ type Tensor struct {
 	DType  string  `json:"dtype"`
 	Shape  []int64 `json:"shape"`
 	SHA256 string  `json:"sha256"`
+	Size   int64   `json:"size,omitempty"`
 }
 
 // Pruned is one pruned weight: its module path and the tensors that hold it.
@@ -57,4 +78,30 @@ type Pruned struct {
 	Cols    int      `json:"cols"`
 	DType   string   `json:"dtype"`
 	Tensors []string `json:"tensors"` // names on disk (P.packed, P.meta, P.shape / P.weight / ...)
+
+	// Name is the weight's name in the output when it differs from Weight
+	// (HF ↔ GGUF conversion).
+	Name string `json:"name,omitempty"`
+	// Layout is how this weight is stored: the manifest's layout, or "dense"
+	// when its shape does not fit that layout (Reason says why).
+	Layout Layout `json:"layout"`
+	Reason string `json:"reason,omitempty"`
+	// Density is the fraction of weights kept.
+	Density float64 `json:"density"`
+}
+
+// ReadManifest reads a sparsify.json.
+func ReadManifest(path string) (*Manifest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if m.Format != ManifestFormat {
+		return nil, fmt.Errorf("%s: manifest format %q, want %q", path, m.Format, ManifestFormat)
+	}
+	return &m, nil
 }

@@ -2,6 +2,7 @@ package pack
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/sparsify/sparsify/mask"
 )
@@ -14,4 +15,67 @@ type MaskSource interface {
 	Name() string
 	Settings() map[string]any
 	Mask(ctx context.Context, name string, w []float32, rows, cols int, p mask.Pattern) (*mask.Mask, []float32, error)
+}
+
+// Magnitude is the MaskSource that keeps the p.N largest |w| of every group.
+func Magnitude() MaskSource { return magnitudeSource{} }
+
+type magnitudeSource struct{}
+
+func (magnitudeSource) Name() string             { return "magnitude" }
+func (magnitudeSource) Settings() map[string]any { return nil }
+func (magnitudeSource) Mask(_ context.Context, _ string, w []float32, rows, cols int, p mask.Pattern) (*mask.Mask, []float32, error) {
+	m, err := mask.Magnitude(w, rows, cols, p)
+	return m, nil, err
+}
+
+// MaskFile is the MaskSource that applies masks saved by mask.WriteFile
+// (--mask FILE). Masks are looked up by the weight's name or its Hugging
+// Face/GGUF counterpart, so a mask file made from one format applies to the
+// other. Note: GGUF q/k rows are permuted relative to Hugging Face (RoPE
+// layout); a mask file made for one format's q/k rows is refused for the
+// other by its row order only if the shapes differ, so keep masks in the
+// naming of the input they came from.
+func MaskFile(path string) (MaskSource, error) {
+	ms, meta, err := mask.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return &fileSource{path: path, masks: ms, meta: meta}, nil
+}
+
+type fileSource struct {
+	path  string
+	masks map[string]*mask.Mask
+	meta  map[string]string
+}
+
+func (s *fileSource) Name() string { return "mask-file" }
+func (s *fileSource) Settings() map[string]any {
+	st := map[string]any{"file": s.path}
+	for k, v := range s.meta {
+		if k != "format" {
+			st[k] = v
+		}
+	}
+	return st
+}
+
+func (s *fileSource) Mask(_ context.Context, name string, w []float32, rows, cols int, p mask.Pattern) (*mask.Mask, []float32, error) {
+	var m *mask.Mask
+	for _, n := range names(name) {
+		if m = s.masks[n]; m != nil {
+			break
+		}
+	}
+	if m == nil {
+		return nil, nil, fmt.Errorf("mask file %s has no mask for %q", s.path, name)
+	}
+	if m.Rows != rows || m.Cols != cols {
+		return nil, nil, fmt.Errorf("mask file %s: mask for %q is [%d, %d], weight is [%d, %d]", s.path, name, m.Rows, m.Cols, rows, cols)
+	}
+	if err := m.Check(p); err != nil {
+		return nil, nil, fmt.Errorf("mask file %s: %q: %w", s.path, name, err)
+	}
+	return m, nil, nil
 }

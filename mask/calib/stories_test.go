@@ -1,0 +1,88 @@
+package calib
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sparsify/sparsify/internal/testutil"
+	"github.com/sparsify/sparsify/mask"
+	"github.com/sparsify/sparsify/model"
+)
+
+// Reference numbers of an independent PyTorch implementation (spec maskllm.md
+// appendix, issue 5): stories260K, 35 linears 2:4, calibration 128 × 256 from
+// tinystories-train.txt, valid PPL at 256.
+var storiesRef = []struct {
+	method string
+	ppl    float64
+	tol    float64 // relative
+}{
+	{"dense", 7.09, 0.005},
+	{"magnitude", 138.7, 0.005},
+	{"wanda", 89.0, 0.10},
+	{"sparsegpt", 51.7, 0.10},
+	{"sparsegpt-mask", 72.5, 0.10},
+}
+
+func TestStoriesTable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("calibration and full-text perplexity of five models: slow")
+	}
+	gguf := testutil.SharedData(t, "stories260K.gguf")
+	calibPath := testutil.SharedData(t, "tinystories-train.txt")
+	valid, err := os.ReadFile(testutil.SharedData(t, "tinystories-valid.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	only := os.Getenv("ONESHOT_METHODS") // e.g. "dense,magnitude" to run a subset
+	var rows []string
+	for _, ref := range storiesRef {
+		if only != "" && !strings.Contains(","+only+",", ","+ref.method+",") {
+			continue
+		}
+		m, tok, err := model.Load(gguf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if ref.method != "dense" {
+			masks, _, err := Prune(context.Background(), m, tok, ref.method, Options{Calib: calibPath, Log: testLog{t}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(masks) != 35 {
+				t.Fatalf("%s: %d masks, want 35", ref.method, len(masks))
+			}
+			for name, mk := range masks {
+				if err := mk.Check(mask.Pattern24); err != nil {
+					t.Fatalf("%s %s: %v", ref.method, name, err)
+				}
+			}
+		}
+		pruneTime := time.Since(start)
+		ppl, n, err := model.Perplexity(context.Background(), m, tok, string(valid), 256, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel := (ppl - ref.ppl) / ref.ppl
+		row := fmt.Sprintf("| %-14s | %8.2f | %7.1f | %+6.1f%% | %6.1fs |", ref.method, ppl, ref.ppl, 100*rel, pruneTime.Seconds())
+		rows = append(rows, row)
+		t.Logf("%s (%d predicted tokens)", row, n)
+		if math.Abs(rel) > ref.tol {
+			t.Errorf("%s: perplexity %.3f, reference %.2f ± %.1f%%", ref.method, ppl, ref.ppl, 100*ref.tol)
+		}
+	}
+	t.Logf("\n| method         | PPL@256  | ref     | diff    | prune   |\n|---|---|---|---|---|\n%s", strings.Join(rows, "\n"))
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}

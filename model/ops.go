@@ -1,0 +1,183 @@
+package model
+
+import (
+	"math"
+	"sync"
+)
+
+// RMSNorm writes out[r] = x[r] / sqrt(mean(x[r]²) + eps) ⊙ w for each of rows
+// rows of width dim (out may alias x). The sum of squares is taken in float64.
+func RMSNorm(out, x, w []float32, rows, dim int, eps float32) {
+	for r := 0; r < rows; r++ {
+		xr := x[r*dim : (r+1)*dim]
+		or := out[r*dim : (r+1)*dim]
+		inv := float32(RMSInv(xr, eps))
+		for i, v := range xr {
+			or[i] = v * inv * w[i]
+		}
+	}
+}
+
+// RMSInv is 1/sqrt(mean(x²) + eps), the scale RMSNorm applies to one row.
+func RMSInv(x []float32, eps float32) float64 {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	return 1 / math.Sqrt(ss/float64(len(x))+float64(eps))
+}
+
+// Rope is a rotary position embedding table for one head width.
+// Pair i of a head (i < HeadDim/2) rotates by angle pos·θ^(−2i/HeadDim); the
+// pair is (2i, 2i+1) when Interleaved, (i, i+HeadDim/2) otherwise.
+type Rope struct {
+	HeadDim     int
+	MaxPos      int
+	Theta       float32
+	Interleaved bool
+	cos, sin    []float32 // [MaxPos, HeadDim/2]
+}
+
+// NewRope builds the table for positions [0, maxPos).
+func NewRope(headDim, maxPos int, theta float32, interleaved bool) *Rope {
+	half := headDim / 2
+	r := &Rope{HeadDim: headDim, MaxPos: maxPos, Theta: theta, Interleaved: interleaved,
+		cos: make([]float32, maxPos*half), sin: make([]float32, maxPos*half)}
+	for i := 0; i < half; i++ {
+		freq := math.Pow(float64(theta), -float64(2*i)/float64(headDim))
+		for p := 0; p < maxPos; p++ {
+			s, c := math.Sincos(float64(p) * freq)
+			r.cos[p*half+i] = float32(c)
+			r.sin[p*half+i] = float32(s)
+		}
+	}
+	return r
+}
+
+// Apply rotates x [B*T, heads*HeadDim] in place; row b*T+t is at position
+// pos0+t. Positions must be below MaxPos.
+func (r *Rope) Apply(x []float32, B, T, heads, pos0 int) { r.apply(x, B, T, heads, pos0, 1) }
+
+// ApplyInverse rotates by the opposite angles: the transpose of Apply, which
+// is what the backward pass needs.
+func (r *Rope) ApplyInverse(x []float32, B, T, heads, pos0 int) { r.apply(x, B, T, heads, pos0, -1) }
+
+func (r *Rope) apply(x []float32, B, T, heads, pos0 int, sign float32) {
+	hd := r.HeadDim
+	half := hd / 2
+	for b := 0; b < B; b++ {
+		for t := 0; t < T; t++ {
+			pos := pos0 + t
+			cs := r.cos[pos*half : (pos+1)*half]
+			sn := r.sin[pos*half : (pos+1)*half]
+			row := x[(b*T+t)*heads*hd : (b*T+t+1)*heads*hd]
+			for h := 0; h < heads; h++ {
+				v := row[h*hd : (h+1)*hd]
+				if r.Interleaved {
+					for i := 0; i < half; i++ {
+						c, s := cs[i], sign*sn[i]
+						a, bb := v[2*i], v[2*i+1]
+						v[2*i] = a*c - bb*s
+						v[2*i+1] = a*s + bb*c
+					}
+				} else {
+					for i := 0; i < half; i++ {
+						c, s := cs[i], sign*sn[i]
+						a, bb := v[i], v[i+half]
+						v[i] = a*c - bb*s
+						v[i+half] = a*s + bb*c
+					}
+				}
+			}
+		}
+	}
+}
+
+// Softmax normalises x in place: exp(x − max) / Σ.
+func Softmax(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	mx := x[0]
+	for _, v := range x[1:] {
+		if v > mx {
+			mx = v
+		}
+	}
+	var sum float32
+	for i, v := range x {
+		e := float32(math.Exp(float64(v - mx)))
+		x[i] = e
+		sum += e
+	}
+	inv := 1 / sum
+	for i := range x {
+		x[i] *= inv
+	}
+}
+
+// SiLU is x·σ(x).
+func SiLU(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
+
+// SwiGLU writes out[i] = SiLU(gate[i]) · up[i] (out may alias gate or up).
+func SwiGLU(out, gate, up []float32) {
+	for i := range out {
+		out[i] = SiLU(gate[i]) * up[i]
+	}
+}
+
+// Attention is causal grouped-query attention for B sequences of T tokens:
+// q [B*T, heads*hd], k and v [B*T, kvHeads*hd], out [B*T, heads*hd]. Query
+// head h reads key/value head h/(heads/kvHeads). Scores are scaled by
+// 1/sqrt(hd). When probs is non-nil ([B, heads, T, T]) the softmax
+// probabilities are stored there (zero above the diagonal), for a backward
+// pass. The (b, h) pairs are split over the cores.
+func Attention(out, q, k, v []float32, B, T, heads, kvHeads, hd int, probs []float32) {
+	group := heads / kvHeads
+	qs, ks := heads*hd, kvHeads*hd
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	jobs := B * heads
+	nw := min(workers(), jobs)
+	var wg sync.WaitGroup
+	for w := 0; w < nw; w++ {
+		wg.Go(func() {
+			var att []float32
+			if probs == nil {
+				att = make([]float32, T)
+			}
+			for job := w; job < jobs; job += nw {
+				b, h := job/heads, job%heads
+				kh := h / group
+				for t := 0; t < T; t++ {
+					qv := q[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
+					var a []float32
+					if probs != nil {
+						row := probs[((b*heads+h)*T+t)*T : ((b*heads+h)*T+t+1)*T]
+						clear(row[t+1:])
+						a = row[:t+1]
+					} else {
+						a = att[:t+1]
+					}
+					for s := 0; s <= t; s++ {
+						kv := k[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
+						var d float32
+						for i, x := range qv {
+							d += x * kv[i]
+						}
+						a[s] = d * scale
+					}
+					Softmax(a)
+					o := out[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
+					clear(o)
+					for s, p := range a {
+						vv := v[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
+						for i, x := range vv {
+							o[i] += p * x
+						}
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

@@ -1,0 +1,105 @@
+package model
+
+import (
+	"context"
+	"math"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/sparsify/sparsify/internal/testutil"
+	"github.com/sparsify/sparsify/model/tokenizer"
+)
+
+func loadStories(t *testing.T) (*Model, *tokenizer.Tokenizer) {
+	t.Helper()
+	m, tok, err := Load(testutil.SharedData(t, "stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, tok
+}
+
+func TestStoriesTokenizer(t *testing.T) {
+	_, tok := loadStories(t)
+	tok2, err := tokenizer.ReadLlama2C(testutil.SharedData(t, "tok512.bin"), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(testutil.SharedData(t, "tinystories-valid.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	paras := Paragraphs(string(text))
+	total := 0
+	for i, p := range paras {
+		a, b := tok.Encode(p, true), tok2.Encode(p, true)
+		if !slices.Equal(a, b) {
+			t.Fatalf("paragraph %d: GGUF vocabulary gives %v, tok512.bin %v", i, a, b)
+		}
+		if got := tok.Decode(a); got != p && !containsInvalidUTF8(p) {
+			t.Fatalf("paragraph %d: decode(encode) = %q, want %q", i, got, p)
+		}
+		total += len(a)
+	}
+	if total != 82481 {
+		t.Fatalf("valid text is %d tokens, want 82481", total)
+	}
+}
+
+func containsInvalidUTF8(s string) bool {
+	for _, r := range s {
+		if r == '\uFFFD' {
+			return true
+		}
+	}
+	return false
+}
+
+func TestStoriesGGUFvsBin(t *testing.T) {
+	mg, _ := loadStories(t)
+	mb, _, err := Load(testutil.SharedData(t, "stories260K.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := []int32{1, 403, 407, 261, 378, 429, 271, 260, 289, 500, 300, 2, 1, 50, 60, 70}
+	B, T := 2, 8
+	V := mg.Config.Vocab
+	lg, lb := make([]float32, B*T*V), make([]float32, B*T*V)
+	if err := mg.Forward(context.Background(), toks, B, T, lg); err != nil {
+		t.Fatal(err)
+	}
+	if err := mb.Forward(context.Background(), toks, B, T, lb); err != nil {
+		t.Fatal(err)
+	}
+	for i := range lg {
+		if math.Abs(float64(lg[i]-lb[i])) > 1e-4 {
+			t.Fatalf("logit %d: gguf %v, bin %v", i, lg[i], lb[i])
+		}
+	}
+	if len(mg.Linears()) != 35 {
+		t.Fatalf("%d linears, want 35", len(mg.Linears()))
+	}
+}
+
+func TestStoriesPerplexity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full-text perplexity is slow")
+	}
+	m, tok := loadStories(t)
+	text, err := os.ReadFile(testutil.SharedData(t, "tinystories-valid.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ppl, n, err := Perplexity(context.Background(), m, tok, string(text), 256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("perplexity %.4f over %d predicted tokens (seq 256)", ppl, n)
+	if n != 82481/256*255 {
+		t.Fatalf("%d predicted tokens", n)
+	}
+	if math.Abs(ppl-7.09)/7.09 > 0.01 {
+		t.Fatalf("perplexity %.4f, want 7.09 ± 1%%", ppl)
+	}
+}

@@ -1,0 +1,175 @@
+package pack
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/sparsify/sparsify/format"
+	"github.com/sparsify/sparsify/format/gguf"
+	"github.com/sparsify/sparsify/format/llama"
+	"github.com/sparsify/sparsify/format/safetensors"
+)
+
+// Input kinds.
+const (
+	KindSafetensors = "safetensors"
+	KindGGUF        = "gguf"
+)
+
+// Checkpoint is an open input checkpoint: a GGUF file, a safetensors file
+// (possibly .zst) or a Hugging Face directory. It is safe for concurrent use.
+type Checkpoint struct {
+	Path   string
+	Kind   string        // KindSafetensors or KindGGUF
+	Source format.Source // the tensors as stored
+	GGUF   *gguf.File    // set for GGUF input
+	Dir    *safetensors.Dir
+	// Config is config.json of a directory, nil if none.
+	Config []byte
+	// Files are the files the checkpoint consists of (absolute or as given).
+	Files []string
+	// Arch is the architecture config (zero when unknown: no config.json and
+	// no GGUF llama/qwen2 metadata).
+	Arch   llama.Config
+	HasCfg bool
+	// Sparse is the layout of packed weights found in the input ("" if none);
+	// Source then shows them expanded to dense P.weight (OpenExpanded).
+	Sparse Layout
+}
+
+// expand replaces Source by its expanded view when it holds packed weights.
+func (c *Checkpoint) expand() error {
+	groups, err := FindPacked(c.Source.Tensors())
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Path, err)
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	e, err := OpenExpanded(c.Source)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Path, err)
+	}
+	c.Source, c.Sparse = e, groups[0].Layout
+	return nil
+}
+
+// OpenCheckpoint opens path by content: a directory is a Hugging Face
+// checkpoint; a file starting with "GGUF" is GGUF; anything else is read as
+// safetensors (a .zst name as zstd-compressed safetensors).
+func OpenCheckpoint(path string) (*Checkpoint, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &Checkpoint{Path: path}
+	if st.IsDir() {
+		d, err := safetensors.OpenDir(path)
+		if err != nil {
+			return nil, err
+		}
+		c.Kind, c.Source, c.Dir, c.Config = KindSafetensors, d, d, d.Config()
+		for _, sh := range d.Shards() {
+			c.Files = append(c.Files, sh.Path())
+		}
+		for _, name := range []string{safetensors.IndexName, safetensors.IndexName + ".zst", llama.ConfigFile} {
+			if _, err := os.Stat(filepath.Join(path, name)); err == nil {
+				c.Files = append(c.Files, filepath.Join(path, name))
+			}
+		}
+		for _, o := range d.OtherFiles() {
+			c.Files = append(c.Files, filepath.Join(path, filepath.FromSlash(o)))
+		}
+		if c.Config != nil {
+			if cfg, _, err := llama.ParseHFConfig(c.Config); err == nil {
+				c.Arch, c.HasCfg = cfg, true
+			}
+		}
+		return c, c.expandOrClose()
+	}
+	magic := make([]byte, 4)
+	if f, err := os.Open(path); err == nil {
+		_, _ = io.ReadFull(f, magic)
+		f.Close()
+	} else {
+		return nil, err
+	}
+	c.Files = []string{path}
+	if bytes.Equal(magic, []byte(gguf.Magic)) {
+		g, err := gguf.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		c.Kind, c.Source, c.GGUF = KindGGUF, g, g
+		if cfg, err := llama.FromGGUF(g.KV()); err == nil {
+			c.Arch, c.HasCfg = cfg, true
+		}
+		return c, c.expandOrClose()
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	c.Kind, c.Source = KindSafetensors, f
+	return c, c.expandOrClose()
+}
+
+func (c *Checkpoint) expandOrClose() error {
+	if err := c.expand(); err != nil {
+		c.Source.Close()
+		return err
+	}
+	return nil
+}
+
+// Close releases the files.
+func (c *Checkpoint) Close() error { return c.Source.Close() }
+
+// readFile reads a side file of a directory checkpoint (os.ErrNotExist when
+// absent or when the input is not a directory).
+func (c *Checkpoint) readFile(name string) ([]byte, error) {
+	if c.Dir == nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: os.ErrNotExist}
+	}
+	return os.ReadFile(filepath.Join(c.Path, name))
+}
+
+// Identity hashes the input files for the manifest.
+func (c *Checkpoint) Identity() (Input, error) {
+	in := Input{Path: c.Path, Format: c.Kind}
+	base := c.Path
+	if c.Dir == nil {
+		base = filepath.Dir(c.Path)
+	}
+	for _, p := range c.Files {
+		f, err := HashFile(p)
+		if err != nil {
+			return in, err
+		}
+		if rel, err := filepath.Rel(base, p); err == nil {
+			f.Name = filepath.ToSlash(rel)
+		}
+		in.Files = append(in.Files, f)
+	}
+	return in, nil
+}
+
+// HashFile returns the size and sha256 of a file.
+func HashFile(path string) (File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return File{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return File{}, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return File{Name: filepath.Base(path), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}

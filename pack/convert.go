@@ -1,0 +1,1096 @@
+package pack
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sparsify/sparsify/format"
+	"github.com/sparsify/sparsify/format/gguf"
+	"github.com/sparsify/sparsify/format/llama"
+	"github.com/sparsify/sparsify/format/safetensors"
+	"github.com/sparsify/sparsify/mask"
+)
+
+// ErrConvert reports a conversion the options do not allow (a usage problem,
+// not bad input): wrong layout for the output format, F32 with cutlass 2:4, ...
+var ErrConvert = errors.New("convert")
+
+// ErrNotSparse reports a weight that does not follow the pattern a layout
+// needs while no mask method or file was given. It wraps mask.ErrPattern.
+var ErrNotSparse = fmt.Errorf("%w: weight is not sparse where the layout needs it", mask.ErrPattern)
+
+// Options configure Convert. The zero value converts to the input's own
+// format, dtypes kept, nothing pruned.
+type Options struct {
+	To       string       // "safetensors", "gguf" or "" (the input's format)
+	DType    string       // "keep" (or ""), "f32", "f16", "bf16"
+	Method   MaskSource   // nil: no mask is chosen (--method none)
+	Pattern  mask.Pattern // zero: 2:4
+	Layout   Layout       // "" means Dense
+	Targets  []string     // regular expressions; nil: DefaultTargets
+	Ignore   []string
+	SaveMask string // write the masks here (mask.WriteFile), "" for none
+	Compress string // "" or "zstd" (safetensors output)
+	// MaxShardSize bounds safetensors shards (0: 5 GB like Hugging Face).
+	MaxShardSize int64
+	Jobs         int  // tensors processed at once; 0: number of CPUs
+	Strict       bool // a weight the layout cannot hold is an error, not stored dense
+	Overwrite    bool // replace an existing output
+	Tool         string
+	// Log receives warnings and progress lines (nil: discarded). With Bar
+	// set, progress is a redrawn bar (for terminals).
+	Log io.Writer
+	Bar bool
+}
+
+// Result describes a finished conversion.
+type Result struct {
+	Output   string
+	Format   string    // "safetensors" or "gguf"
+	Files    []File    // output files (manifest excluded), relative to Output's directory
+	Manifest *Manifest // nil when no manifest was written (plain conversion)
+	Pruned   int       // weights stored with the requested layout or masked
+	Dense    int       // target weights stored masked-dense because of their shape
+	Warnings []string
+	BytesIn  int64 // tensor bytes read
+	BytesOut int64 // tensor bytes written
+}
+
+// plan is what happens to one input tensor.
+type plan struct {
+	in      format.TensorInfo
+	outName string
+	outDT   format.DType
+	heads   int  // q/k row permutation heads (0: none); sign: >0 permute, <0 unpermute
+	target  bool // selected by the targets
+	prune   bool // mask chosen (method given)
+	layout  Layout
+	reason  string // why a target is stored dense
+	pass    bool   // byte-for-byte passthrough
+	rows    int
+	cols    int
+	pruned  *Pruned
+}
+
+// Convert reads the checkpoint at in and writes out. See Options; the
+// README's convert section describes the behaviour in full. The output is
+// atomic: on error or cancellation nothing is left at out. in is never written.
+func Convert(ctx context.Context, in, out string, opts Options) (*Result, error) {
+	if err := format.CheckOutput(out, in); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConvert, err)
+	}
+	ck, err := OpenCheckpoint(in)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	c, err := newConverter(ctx, ck, out, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c.run()
+}
+
+type converter struct {
+	ctx      context.Context
+	ck       *Checkpoint
+	src      format.Source
+	out      string
+	opts     Options
+	to       string
+	layout   Layout
+	pattern  mask.Pattern
+	targets  *Targets
+	plans    []*plan
+	warnings []string
+	logMu    sync.Mutex
+	masksMu  sync.Mutex
+	masks    map[string]*mask.Mask
+	bytesIn  atomic.Int64
+	cfg      llama.Config
+	sparseIn string
+}
+
+func (c *converter) warn(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	c.warnings = append(c.warnings, s)
+	if c.opts.Log != nil {
+		fmt.Fprintf(c.opts.Log, "warning: %s\n", s)
+	}
+}
+
+func parseOutDType(s string) (format.DType, bool, error) {
+	switch strings.ToLower(s) {
+	case "", "keep":
+		return format.Invalid, true, nil
+	case "f32", "float32":
+		return format.F32, false, nil
+	case "f16", "float16":
+		return format.F16, false, nil
+	case "bf16", "bfloat16":
+		return format.BF16, false, nil
+	}
+	return 0, false, fmt.Errorf("%w: --dtype %q (want keep, f32, f16 or bf16)", ErrConvert, s)
+}
+
+func newConverter(ctx context.Context, ck *Checkpoint, out string, opts Options) (*converter, error) {
+	c := &converter{ctx: ctx, ck: ck, src: ck.Source, out: out, opts: opts, cfg: ck.Arch, sparseIn: string(ck.Sparse)}
+	c.to = opts.To
+	if c.to == "" {
+		c.to = ck.Kind
+	}
+	if c.to != KindSafetensors && c.to != KindGGUF {
+		return nil, fmt.Errorf("%w: --to %q (want safetensors or gguf)", ErrConvert, opts.To)
+	}
+	c.layout = opts.Layout
+	if c.layout == "" {
+		c.layout = Dense
+	}
+	if _, err := ParseLayout(string(c.layout)); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConvert, err)
+	}
+	if c.to == KindGGUF && c.layout != Dense {
+		return nil, fmt.Errorf("%w: --layout %s writes safetensors tensors no GGUF reader understands; use --to safetensors, or --layout dense for GGUF", ErrConvert, c.layout)
+	}
+	if c.to == KindGGUF && opts.Compress != "" {
+		return nil, fmt.Errorf("%w: --compress applies to safetensors output only", ErrConvert)
+	}
+	if opts.Compress != "" && opts.Compress != "zstd" {
+		return nil, fmt.Errorf("%w: --compress %q (want zstd)", ErrConvert, opts.Compress)
+	}
+	c.pattern = opts.Pattern
+	if c.pattern == (mask.Pattern{}) {
+		c.pattern = mask.Pattern24
+	}
+	if c.layout != Dense && c.pattern != mask.Pattern24 && c.pattern != (mask.Pattern{N: 1, M: 2}) {
+		return nil, fmt.Errorf("%w: --layout %s holds 2:4 (or 1:2) sparsity, not %v; use --layout dense", ErrConvert, c.layout, c.pattern)
+	}
+	if opts.SaveMask != "" && opts.Method == nil {
+		return nil, fmt.Errorf("%w: --save-mask needs a mask method or --mask file", ErrConvert)
+	}
+	if opts.SaveMask != "" {
+		if err := format.CheckOutput(opts.SaveMask, ck.Path); err != nil {
+			return nil, fmt.Errorf("%w: --save-mask: %w", ErrConvert, err)
+		}
+		c.masks = map[string]*mask.Mask{}
+	}
+	t, err := NewTargets(opts.Targets, opts.Ignore)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConvert, err)
+	}
+	c.targets = t
+	if err := c.plan(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// outName maps a tensor name into the output format's naming.
+func (c *converter) outName(name string) string {
+	if c.ck.Kind == c.to {
+		return name
+	}
+	if c.to == KindGGUF {
+		if g, ok := llama.ToGGUF(name); ok {
+			return g
+		}
+	} else if h, ok := llama.ToHF(name); ok {
+		return h
+	}
+	c.warn("tensor %q has no %s name in the LLaMA family map; kept as is", name, c.to)
+	return name
+}
+
+func (c *converter) plan() error {
+	want, keep, err := parseOutDType(c.opts.DType)
+	if err != nil {
+		return err
+	}
+	if c.ck.Kind != c.to && !c.ck.HasCfg {
+		return fmt.Errorf("%w: converting %s to %s needs the architecture (config.json or GGUF llama/qwen2 metadata), which %s lacks", ErrConvert, c.ck.Kind, c.to, c.ck.Path)
+	}
+	f32cutlass := ""
+	for _, ti := range c.src.Tensors() {
+		p := &plan{in: ti, outName: c.outName(ti.Name), outDT: ti.DType}
+		tr, _ := ti.DType.Trait()
+		isFloat := tr.Float && (tr.Quantized || ti.DType == format.F32 || ti.DType == format.F16 || ti.DType == format.BF16 || ti.DType == format.F64)
+		switch {
+		case !isFloat:
+		case !keep:
+			p.outDT = want
+			// llama.cpp keeps 1-D tensors (norms, biases) F32 in GGUF.
+			if c.to == KindGGUF && len(ti.Shape) < 2 && ti.DType == format.F32 {
+				p.outDT = format.F32
+			}
+		case tr.Quantized && c.to == KindSafetensors:
+			p.outDT = format.F32
+		}
+		if c.ck.Kind != c.to {
+			if h := llama.PermuteHeads(c.cfg.Arch, ti.Name, c.cfg.NumHeads, c.cfg.NumKVHeads); h > 0 {
+				p.heads = h
+				if c.to == KindSafetensors {
+					p.heads = -h
+				}
+			}
+		}
+		if len(ti.Shape) == 2 {
+			p.rows, p.cols = int(ti.Shape[0]), int(ti.Shape[1])
+		}
+		p.target = c.targets.Match(ti.Name, ti.Shape)
+		if p.target {
+			if tr.Quantized && p.outDT == ti.DType {
+				p.outDT = format.F32 // pruned weights are written dequantized
+			}
+			p.prune = c.opts.Method != nil
+			p.layout = c.layout
+			if p.prune && p.cols%c.pattern.M != 0 {
+				msg := fmt.Sprintf("%d input columns do not divide into groups of %d", p.cols, c.pattern.M)
+				if c.opts.Strict {
+					return fmt.Errorf("%w: tensor %q: %s", ErrConvert, ti.Name, msg)
+				}
+				c.warn("%s: not pruned: %s", ti.Name, msg)
+				p.target, p.prune = false, false
+			}
+		}
+		if p.target && p.layout != Dense {
+			if p.layout == Cutlass && p.outDT == format.F32 && c.pattern == mask.Pattern24 {
+				f32cutlass = ti.Name
+			}
+			var serr error
+			switch p.layout {
+			case Cutlass:
+				serr = CutlassShapeOK(p.outDT, p.rows, p.cols)
+			case Bitmask:
+				_, serr = BitmaskLayoutOf(p.outDT, p.rows, p.cols)
+				if serr == nil && p.cols%8 != 0 {
+					serr = fmt.Errorf("%w: bitmask: vLLM needs in_features a multiple of 8, got [%d, %d]", ErrShape, p.rows, p.cols)
+				}
+			}
+			if serr != nil {
+				if c.opts.Strict {
+					return fmt.Errorf("%w: tensor %q: %w", ErrConvert, ti.Name, serr)
+				}
+				p.layout, p.reason = Dense, serr.Error()
+				c.warn("%s: stored masked-dense: %v", ti.Name, serr)
+			}
+		}
+		p.pass = !p.target && p.outDT == ti.DType && p.heads == 0
+		c.plans = append(c.plans, p)
+	}
+	if f32cutlass != "" {
+		return fmt.Errorf("%w: %q is F32: the cutlass layout holds F32 weights only as 1:2; use --dtype f16|bf16 (2:4) or --pattern 1:2", ErrConvert, f32cutlass)
+	}
+	return nil
+}
+
+// sparse reports whether the output is a sparse checkpoint (manifest written).
+func (c *converter) sparse() bool {
+	if c.layout != Dense || c.opts.Method != nil || c.sparseIn != "" {
+		for _, p := range c.plans {
+			if p.target {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *converter) run() (*Result, error) {
+	if err := c.ctx.Err(); err != nil {
+		return nil, err
+	}
+	res := &Result{Output: c.out, Format: c.to}
+	var man *Manifest
+	if c.sparse() {
+		tg, ig := c.targets.Patterns()
+		man = &Manifest{Format: ManifestFormat, Tool: c.opts.Tool, Layout: c.layout, Pattern: c.pattern.String(),
+			Method: Method{Name: "none"}, Targets: tg, Ignore: ig, OutputFormat: c.to, DType: c.opts.DType, Compress: c.opts.Compress}
+		if man.DType == "" {
+			man.DType = "keep"
+		}
+		if man.Ignore == nil {
+			man.Ignore = []string{}
+		}
+		if m := c.opts.Method; m != nil {
+			man.Method = Method{Name: m.Name(), Settings: m.Settings(), WeightsUpdated: m.Name() == "sparsegpt"}
+		}
+	}
+	tensors, err := c.tensors()
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, t := range tensors {
+		total += t.Size
+	}
+	pr := c.progress(total)
+	var files []File
+	var trs []safetensors.TensorResult
+	if c.to == KindGGUF {
+		files, trs, err = c.writeGGUF(tensors, pr)
+	} else {
+		files, trs, err = c.writeSafetensors(tensors, pr, man)
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Files = files
+	res.BytesIn = c.bytesIn.Load()
+	res.BytesOut = total
+	for _, p := range c.plans {
+		if p.pruned != nil {
+			res.Pruned++
+			if p.target && p.layout == Dense && c.layout != Dense {
+				res.Dense++
+			}
+		}
+	}
+	res.Warnings = c.warnings
+	if man != nil {
+		res.Manifest = man
+	}
+	_ = trs
+	return res, nil
+}
+
+// progress returns the writer callback printing to opts.Log.
+func (c *converter) progress(total int64) func(done, total int64) {
+	if c.opts.Log == nil {
+		return nil
+	}
+	var last int64 = -1
+	return func(done, tot int64) {
+		if tot <= 0 {
+			return
+		}
+		pct := done * 100 / tot
+		c.logMu.Lock()
+		defer c.logMu.Unlock()
+		if c.opts.Bar {
+			if pct == last && done != tot {
+				return
+			}
+			last = pct
+			n := int(pct / 4)
+			fmt.Fprintf(c.opts.Log, "\r[%s%s] %3d%% %s/%s", strings.Repeat("#", n), strings.Repeat(".", 25-n), pct, human(done), human(tot))
+			if done == tot {
+				fmt.Fprintln(c.opts.Log)
+			}
+			return
+		}
+		if pct/10 == last/10 && done != tot {
+			return
+		}
+		last = pct
+		fmt.Fprintf(c.opts.Log, "converting: %d%% (%s of %s)\n", pct, human(done), human(tot))
+	}
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// job computes the output tensors of one non-passthrough input tensor once,
+// and frees them when every output tensor has been written.
+type job struct {
+	c     *converter
+	p     *plan
+	once  sync.Once
+	outs  [][]byte
+	err   error
+	left  atomic.Int32
+	sizes []int64
+}
+
+func (j *job) writer(i int) func(w io.Writer) (int64, error) {
+	return func(w io.Writer) (int64, error) {
+		j.once.Do(func() {
+			j.outs, j.err = j.c.compute(j.p)
+			if j.err == nil {
+				for k, b := range j.outs {
+					if int64(len(b)) != j.sizes[k] {
+						j.err = fmt.Errorf("pack: internal: tensor %q output %d is %d bytes, planned %d", j.p.in.Name, k, len(b), j.sizes[k])
+					}
+				}
+			}
+		})
+		if j.err != nil {
+			return 0, j.err
+		}
+		b := j.outs[i]
+		n, err := w.Write(b)
+		j.outs[i] = nil
+		if j.left.Add(-1) == 0 {
+			j.outs = nil
+		}
+		return int64(n), err
+	}
+}
+
+// tensors builds the output tensor list (sizes known before any data is read).
+func (c *converter) tensors() ([]format.Tensor, error) {
+	var ts []format.Tensor
+	for _, p := range c.plans {
+		ti := p.in
+		if p.pass {
+			t := format.Passthrough(c.src, ti)
+			t.Name = p.outName
+			inner := t.WriteTo
+			t.WriteTo = func(w io.Writer) (int64, error) {
+				n, err := inner(w)
+				c.bytesIn.Add(n)
+				return n, err
+			}
+			ts = append(ts, t)
+			continue
+		}
+		n, err := format.CheckedElements(ti.Shape)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		dsize, err := p.outDT.ByteSize(n)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		j := &job{c: c, p: p}
+		module := strings.TrimSuffix(p.outName, ".weight")
+		var outs []format.Tensor
+		switch {
+		case p.target && p.layout == Cutlass:
+			info, err := CutlassLayoutOf(p.outDT, p.rows, p.cols)
+			if err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+			}
+			outs = []format.Tensor{
+				{Name: module + ".packed", DType: p.outDT, Shape: info.ValuesShape, Size: info.ValuesSize},
+				{Name: module + ".meta", DType: info.MetaDType, Shape: info.MetaShape, Size: info.MetaSize},
+				{Name: module + ".shape", DType: format.I64, Shape: []int64{2, 1}, Size: 16},
+			}
+		case p.target && p.layout == Bitmask:
+			info, err := BitmaskLayoutOf(p.outDT, p.rows, p.cols)
+			if err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+			}
+			outs = []format.Tensor{
+				{Name: module + ".shape", DType: format.I64, Shape: []int64{2, 1}, Size: 16},
+				{Name: module + ".compressed", DType: p.outDT, Shape: info.CompressedShape, Size: info.CompressedSize},
+				{Name: module + ".bitmask", DType: format.U8, Shape: info.BitmaskShape, Size: info.BitmaskSize},
+			}
+		default:
+			outs = []format.Tensor{{Name: p.outName, DType: p.outDT, Shape: ti.Shape, Size: dsize}}
+		}
+		j.left.Store(int32(len(outs)))
+		for i := range outs {
+			j.sizes = append(j.sizes, outs[i].Size)
+			outs[i].WriteTo = j.writer(i)
+		}
+		if p.target {
+			p.pruned = &Pruned{Weight: ti.Name, Rows: p.rows, Cols: p.cols, DType: p.outDT.String(), Layout: p.layout, Reason: p.reason}
+			if p.outName != ti.Name {
+				p.pruned.Name = p.outName
+			}
+			for _, o := range outs {
+				p.pruned.Tensors = append(p.pruned.Tensors, o.Name)
+			}
+		}
+		ts = append(ts, outs...)
+	}
+	return ts, nil
+}
+
+// compute produces the output bytes of one tensor.
+func (c *converter) compute(p *plan) ([][]byte, error) {
+	if err := c.ctx.Err(); err != nil {
+		return nil, err
+	}
+	ti := p.in
+	raw, _, err := format.ReadAll(c.src, ti.Name)
+	if err != nil {
+		return nil, err
+	}
+	c.bytesIn.Add(int64(len(raw)))
+	n := int(ti.NumElements())
+	out := raw
+	var m *mask.Mask
+	if p.prune || p.outDT != ti.DType {
+		w := make([]float32, n)
+		if err := format.ToFloat32(ti.DType, raw, w); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		raw = nil
+		if p.prune {
+			var nw []float32
+			m, nw, err = c.opts.Method.Mask(c.ctx, ti.Name, w, p.rows, p.cols, c.pattern)
+			if err != nil {
+				return nil, fmt.Errorf("tensor %q: %s mask: %w", ti.Name, c.opts.Method.Name(), err)
+			}
+			if m == nil || m.Rows != p.rows || m.Cols != p.cols {
+				return nil, fmt.Errorf("tensor %q: %s mask has the wrong shape", ti.Name, c.opts.Method.Name())
+			}
+			if err := m.Check(c.pattern); err != nil {
+				return nil, fmt.Errorf("tensor %q: %s mask: %w", ti.Name, c.opts.Method.Name(), err)
+			}
+			if nw != nil {
+				if len(nw) != n {
+					return nil, fmt.Errorf("tensor %q: %s returned %d weights, want %d", ti.Name, c.opts.Method.Name(), len(nw), n)
+				}
+				w = nw
+			}
+			if c.masks != nil {
+				c.masksMu.Lock()
+				c.masks[ti.Name] = m
+				c.masksMu.Unlock()
+			}
+		}
+		sz, err := p.outDT.ByteSize(int64(n))
+		if err != nil {
+			return nil, err
+		}
+		out = make([]byte, sz)
+		if err := format.FromFloat32(p.outDT, w, out); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		if m != nil {
+			if err := ApplyMask(p.outDT, out, m); err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+			}
+		}
+	}
+	if p.heads != 0 {
+		rows := int(ti.NumElements())
+		if len(ti.Shape) >= 1 {
+			rows = int(ti.Shape[0])
+		}
+		perm := make([]byte, len(out))
+		if p.heads > 0 {
+			err = llama.Permute(perm, out, rows, p.heads)
+		} else {
+			err = llama.Unpermute(perm, out, rows, -p.heads)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		out = perm
+		if m != nil {
+			// keep the mask in the input's row order (as the mask file stores it)
+		}
+	}
+	if !p.target {
+		return [][]byte{out}, nil
+	}
+	// pattern required by the layout
+	if p.layout != Dense && m == nil {
+		pat := c.pattern
+		if ok, row, group := IsPattern(p.outDT, p.rows, p.cols, out, pat); !ok {
+			if p.heads != 0 && row >= 0 {
+				row = -1 // permuted row order; report the group only
+			}
+			return nil, fmt.Errorf("%w: tensor %q (%s, offset %d): row %d, group %d (columns %d-%d) keeps more than %d of %d; give --method or --mask to choose a mask",
+				ErrNotSparse, ti.Name, ti.File, ti.Offset, row, group, group*pat.M, group*pat.M+pat.M-1, pat.N, pat.M)
+		}
+	}
+	if p.pruned != nil {
+		p.pruned.Density = density(p.outDT, out, m)
+	}
+	switch p.layout {
+	case Cutlass:
+		vals, meta, err := PackCutlass(p.outDT, p.rows, p.cols, out)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		return [][]byte{vals, meta, shapeTensorBytes(p.rows, p.cols)}, nil
+	case Bitmask:
+		comp, bm, err := PackBitmask(p.outDT, p.rows, p.cols, out)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		return [][]byte{shapeTensorBytes(p.rows, p.cols), comp, bm}, nil
+	}
+	return [][]byte{out}, nil
+}
+
+func shapeTensorBytes(rows, cols int) []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint64(b, uint64(rows))
+	binary.LittleEndian.PutUint64(b[8:], uint64(cols))
+	return b
+}
+
+// density is the mask's kept fraction, or the nonzero fraction of dense bytes.
+func density(dt format.DType, b []byte, m *mask.Mask) float64 {
+	if m != nil {
+		return m.Density()
+	}
+	tr, _ := dt.Trait()
+	es := int(tr.TypeSize)
+	if es == 0 || len(b) == 0 {
+		return 0
+	}
+	nz := 0
+	for i := 0; i+es <= len(b); i += es {
+		v := b[i : i+es]
+		zero := true
+		for k, x := range v {
+			if k == es-1 && (dt == format.F16 || dt == format.BF16 || dt == format.F32 || dt == format.F64) {
+				x &= 0x7f // -0 is zero
+			}
+			if x != 0 {
+				zero = false
+				break
+			}
+		}
+		if !zero {
+			nz++
+		}
+	}
+	return float64(nz) / float64(len(b)/es)
+}
+
+func (c *converter) jobs() int {
+	if c.opts.Jobs > 0 {
+		return c.opts.Jobs
+	}
+	return runtime.NumCPU()
+}
+
+// hashingTensors wraps WriteTo to hash each tensor's bytes (for GGUF output,
+// whose writer reports no digests).
+func hashingTensors(ts []format.Tensor) ([]format.Tensor, []hash.Hash) {
+	hs := make([]hash.Hash, len(ts))
+	out := make([]format.Tensor, len(ts))
+	for i, t := range ts {
+		h := sha256.New()
+		hs[i] = h
+		inner := t.WriteTo
+		t.WriteTo = func(w io.Writer) (int64, error) { return inner(io.MultiWriter(w, h)) }
+		out[i] = t
+	}
+	return out, hs
+}
+
+func (c *converter) writeGGUF(ts []format.Tensor, pr func(int64, int64)) ([]File, []safetensors.TensorResult, error) {
+	var kvs []gguf.KV
+	var order []string
+	switch {
+	case c.ck.GGUF != nil:
+		kvs = slices.Clone(c.ck.GGUF.KV())
+	default:
+		var warns []string
+		var err error
+		kvs, _, order, warns, err = llama.GGUFFromHF(c.ck.readFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, w := range warns {
+			c.warn("%s", w)
+		}
+	}
+	if c.opts.DType != "" && c.opts.DType != "keep" {
+		ft := map[string]uint32{"f32": 0, "f16": 1, "bf16": 32}[strings.ToLower(c.opts.DType)]
+		if i := indexKV(kvs, "general.file_type"); i >= 0 {
+			kvs[i].Value = gguf.MustValue(ft)
+		} else {
+			kvs = append(kvs, gguf.KV{Key: "general.file_type", Value: gguf.MustValue(ft)})
+		}
+	}
+	if order != nil {
+		pos := map[string]int{}
+		for i, n := range order {
+			pos[n] = i
+		}
+		slices.SortStableFunc(ts, func(a, b format.Tensor) int {
+			pa, oka := pos[a.Name]
+			pb, okb := pos[b.Name]
+			switch {
+			case oka && okb:
+				return pa - pb
+			case oka:
+				return -1
+			case okb:
+				return 1
+			}
+			return 0
+		})
+	}
+	if _, err := os.Lstat(c.out); err == nil && !c.opts.Overwrite {
+		return nil, nil, fmt.Errorf("%w: %w: %s", ErrConvert, format.ErrExists, c.out)
+	}
+	ht, hs := hashingTensors(ts)
+	if err := gguf.Write(c.ctx, c.out, kvs, ht, gguf.WriteOptions{Jobs: c.jobs(), Progress: pr}); err != nil {
+		return nil, nil, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			os.Remove(c.out)
+		}
+	}()
+	f, err := HashFile(c.out)
+	if err != nil {
+		return nil, nil, err
+	}
+	trs := make([]safetensors.TensorResult, len(ts))
+	for i, t := range ts {
+		trs[i] = safetensors.TensorResult{Name: t.Name, File: f.Name, Size: t.Size, SHA256: hex.EncodeToString(hs[i].Sum(nil))}
+	}
+	files := []File{f}
+	if c.sparse() {
+		man, err := c.manifest(files, ts, trs)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := writeJSONAtomic(c.out+"."+ManifestName, man); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := c.saveMask(); err != nil {
+		return nil, nil, err
+	}
+	committed = true
+	return files, trs, nil
+}
+
+func indexKV(kvs []gguf.KV, key string) int {
+	for i, kv := range kvs {
+		if kv.Key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+func writeJSONAtomic(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'))
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	f, err := format.CreateAtomic(path)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	return f.Commit()
+}
+
+func (c *converter) saveMask() error {
+	if c.opts.SaveMask == "" {
+		return nil
+	}
+	meta := map[string]string{"method": c.opts.Method.Name(), "pattern": c.pattern.String(), "source": c.ck.Path}
+	return mask.WriteFile(c.opts.SaveMask, c.masks, meta)
+}
+
+func (c *converter) writeSafetensors(ts []format.Tensor, pr func(int64, int64), man *Manifest) ([]File, []safetensors.TensorResult, error) {
+	wo := safetensors.WriteOptions{MaxShardSize: c.opts.MaxShardSize, Jobs: c.jobs(), Compress: c.opts.Compress, Progress: pr}
+	if c.ck.Dir != nil {
+		wo.Metadata = c.ck.Dir.Metadata()
+	} else if f, ok := c.src.(*safetensors.File); ok {
+		wo.Metadata = f.Metadata()
+	}
+	single := strings.HasSuffix(c.out, ".safetensors") || strings.HasSuffix(c.out, ".safetensors.zst")
+	if single {
+		if _, err := os.Lstat(c.out); err == nil && !c.opts.Overwrite {
+			return nil, nil, fmt.Errorf("%w: %w: %s", ErrConvert, format.ErrExists, c.out)
+		}
+		wr, err := safetensors.WriteFile(c.ctx, c.out, ts, wo)
+		if err != nil {
+			return nil, nil, err
+		}
+		files := fileResults(wr)
+		ok := false
+		defer func() {
+			if !ok {
+				for _, f := range wr.Files {
+					os.Remove(filepath.Join(filepath.Dir(c.out), f.Name))
+				}
+			}
+		}()
+		if c.sparse() {
+			m, err := c.manifest(files, ts, wr.Tensors)
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := writeJSONAtomic(c.out+"."+ManifestName, m); err != nil {
+				return nil, nil, err
+			}
+		}
+		if err := c.saveMask(); err != nil {
+			return nil, nil, err
+		}
+		ok = true
+		return files, wr.Tensors, nil
+	}
+	tmp, commit, abort, err := format.AtomicDir(c.out, format.Inputs(c.ck.Path), format.Overwrite(c.opts.Overwrite))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrConvert, err)
+	}
+	defer abort()
+	wr, err := safetensors.WriteDir(c.ctx, tmp, ts, wo)
+	if err != nil {
+		return nil, nil, err
+	}
+	files := fileResults(wr)
+	// side files: config.json, tokenizer and everything else
+	side := map[string][]byte{}
+	switch {
+	case c.ck.Dir != nil:
+		if err := c.ck.Dir.CopyOtherFiles(tmp); err != nil {
+			return nil, nil, err
+		}
+		if c.ck.Config != nil {
+			side[llama.ConfigFile] = c.ck.Config
+		}
+	case c.ck.GGUF != nil:
+		var names []string
+		for _, p := range c.plans {
+			names = append(names, p.in.Name)
+		}
+		tdt := map[format.DType]string{format.F32: "float32", format.F16: "float16", format.BF16: "bfloat16"}
+		dt := ""
+		for _, p := range c.plans {
+			if len(p.in.Shape) == 2 {
+				dt = tdt[p.outDT]
+				break
+			}
+		}
+		fs, _, err := llama.HFFromGGUF(c.ck.GGUF.KV(), names, dt)
+		if err != nil {
+			return nil, nil, err
+		}
+		side = fs
+	}
+	if c.ck.Sparse == Bitmask && c.layout != Bitmask {
+		if cj, ok := side[llama.ConfigFile]; ok {
+			nc, err := dropSparsityConfig(cj)
+			if err != nil {
+				return nil, nil, err
+			}
+			side[llama.ConfigFile] = nc
+		}
+	}
+	if c.layout == Bitmask && c.sparse() {
+		if cj, ok := side[llama.ConfigFile]; ok {
+			nc, err := c.bitmaskConfig(cj)
+			if err != nil {
+				return nil, nil, err
+			}
+			side[llama.ConfigFile] = nc
+		} else {
+			c.warn("no config.json: the compressed-tensors sparsity_config could not be written")
+		}
+	}
+	for name, b := range side {
+		if err := writeFileAtomic(filepath.Join(tmp, name), b); err != nil {
+			return nil, nil, err
+		}
+	}
+	if c.sparse() {
+		for _, name := range slices.Sorted(mapsKeys(side)) {
+			f, err := HashFile(filepath.Join(tmp, name))
+			if err != nil {
+				return nil, nil, err
+			}
+			f.Name = name
+			files = append(files, f)
+		}
+		m, err := c.manifest(files, ts, wr.Tensors)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := writeJSONAtomic(filepath.Join(tmp, ManifestName), m); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := c.ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if err := c.saveMask(); err != nil {
+		return nil, nil, err
+	}
+	if err := commit(); err != nil {
+		if c.opts.SaveMask != "" {
+			os.Remove(c.opts.SaveMask)
+		}
+		return nil, nil, err
+	}
+	return files, wr.Tensors, nil
+}
+
+func mapsKeys(m map[string][]byte) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func fileResults(wr *safetensors.WriteResult) []File {
+	fs := make([]File, len(wr.Files))
+	for i, f := range wr.Files {
+		fs[i] = File{Name: f.Name, Size: f.Size, SHA256: f.SHA256}
+	}
+	return fs
+}
+
+// manifest fills the manifest once the output is written.
+func (c *converter) manifest(files []File, ts []format.Tensor, trs []safetensors.TensorResult) (*Manifest, error) {
+	tg, ig := c.targets.Patterns()
+	m := &Manifest{Format: ManifestFormat, Tool: c.opts.Tool, Layout: c.layout, Pattern: c.pattern.String(),
+		Method: Method{Name: "none"}, Targets: tg, Ignore: ig, OutputFormat: c.to, DType: c.opts.DType, Compress: c.opts.Compress,
+		Files: files, Warnings: c.warnings}
+	if m.DType == "" {
+		m.DType = "keep"
+	}
+	if m.Ignore == nil {
+		m.Ignore = []string{}
+	}
+	if ms := c.opts.Method; ms != nil {
+		m.Method = Method{Name: ms.Name(), Settings: ms.Settings(), WeightsUpdated: ms.Name() == "sparsegpt"}
+	}
+	in, err := c.ck.Identity()
+	if err != nil {
+		return nil, err
+	}
+	in.Sparse = c.sparseIn
+	m.Input = in
+	byName := map[string]format.Tensor{}
+	for _, t := range ts {
+		byName[t.Name] = t
+	}
+	for _, tr := range trs {
+		t := byName[tr.Name]
+		m.Tensors = append(m.Tensors, Tensor{Name: tr.Name, File: tr.File, DType: t.DType.String(), Shape: t.Shape, SHA256: tr.SHA256, Size: tr.Size})
+	}
+	m.Pruned = []Pruned{}
+	for _, p := range c.plans {
+		if p.pruned != nil {
+			m.Pruned = append(m.Pruned, *p.pruned)
+		}
+	}
+	return m, nil
+}
+
+// bitmaskConfig adds compressed-tensors' sparsity_config to config.json
+// (sparse-checkpoint-formats §2, §5.1): targets ["Linear"] with ignore
+// ["lm_head"] when every Linear of the blocks is packed, else the packed
+// modules by exact path.
+func (c *converter) bitmaskConfig(cj []byte) ([]byte, error) {
+	var raw map[string]any
+	if err := decodeJSONNumber(cj, &raw); err != nil {
+		return nil, fmt.Errorf("config.json: %w", err)
+	}
+	var packed []string
+	linear := 0
+	var total, zeros float64
+	for _, p := range c.plans {
+		total += float64(p.in.NumElements())
+		if strings.HasSuffix(p.outName, ".weight") && len(p.in.Shape) == 2 && !NeverPruned(p.in.Name, p.in.Shape) {
+			linear++
+		}
+		if p.pruned != nil && p.layout == Bitmask {
+			packed = append(packed, strings.TrimSuffix(p.outName, ".weight"))
+			zeros += float64(p.rows*p.cols) * (1 - p.pruned.Density)
+		}
+	}
+	targets, ignore := packed, []string{}
+	if len(packed) == linear {
+		targets, ignore = []string{"Linear"}, []string{"lm_head"}
+	}
+	gs := 0.0
+	if total > 0 {
+		gs = math.Round(zeros/total*1e4) / 1e4
+	}
+	qc := map[string]any{}
+	if old, ok := raw["quantization_config"].(map[string]any); ok {
+		qc = old
+	}
+	qc["quant_method"] = "compressed-tensors"
+	qc["sparsity_config"] = map[string]any{
+		"format": "sparse-24-bitmask", "global_sparsity": gs, "ignore": ignore,
+		"registry_requires_subclass": false, "sparsity_structure": "2:4", "targets": targets,
+	}
+	if _, ok := qc["transform_config"]; !ok {
+		qc["transform_config"] = map[string]any{}
+	}
+	qc["version"] = "0.14.0.1"
+	raw["quantization_config"] = qc
+	b, err := json.MarshalIndent(raw, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+func decodeJSONNumber(b []byte, v any) error {
+	d := json.NewDecoder(strings.NewReader(string(b)))
+	d.UseNumber()
+	return d.Decode(v)
+}
+
+// dropSparsityConfig removes quantization_config.sparsity_config (and a
+// quantization_config left with nothing else), so that engines that refuse
+// any sparsity_config load the expanded dense checkpoint.
+func dropSparsityConfig(cj []byte) ([]byte, error) {
+	var raw map[string]any
+	if err := decodeJSONNumber(cj, &raw); err != nil {
+		return nil, fmt.Errorf("config.json: %w", err)
+	}
+	qc, ok := raw["quantization_config"].(map[string]any)
+	if !ok {
+		return cj, nil
+	}
+	delete(qc, "sparsity_config")
+	rest := 0
+	for k, v := range qc {
+		switch k {
+		case "quant_method", "version", "transform_config", "config_groups":
+			if m, ok := v.(map[string]any); ok && len(m) > 0 {
+				rest++
+			}
+		default:
+			rest++
+		}
+	}
+	if rest == 0 {
+		delete(raw, "quantization_config")
+	}
+	b, err := json.MarshalIndent(raw, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}

@@ -1,0 +1,408 @@
+package pack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/sparsify/sparsify/format"
+	"github.com/sparsify/sparsify/format/gguf"
+	"github.com/sparsify/sparsify/format/llama"
+	"github.com/sparsify/sparsify/internal/synth"
+	"github.com/sparsify/sparsify/internal/testutil"
+	"github.com/sparsify/sparsify/mask"
+)
+
+// tensorsOf reads every tensor of a checkpoint: name → bytes.
+func tensorsOf(t *testing.T, path string) (map[string][]byte, map[string]format.TensorInfo) {
+	t.Helper()
+	ck, err := OpenCheckpoint(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	bs, infos := map[string][]byte{}, map[string]format.TensorInfo{}
+	for _, ti := range ck.Source.Tensors() {
+		b, _, err := format.ReadAll(ck.Source, ti.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs[ti.Name], infos[ti.Name] = b, ti
+	}
+	return bs, infos
+}
+
+func mustConvert(t *testing.T, in, out string, opts Options) *Result {
+	t.Helper()
+	r, err := Convert(context.Background(), in, out, opts)
+	if err != nil {
+		t.Fatalf("Convert(%s → %s): %v", in, out, err)
+	}
+	return r
+}
+
+func TestRoundTripHFGGUFHF(t *testing.T) {
+	for _, dt := range []format.DType{format.F32, format.F16, format.BF16} {
+		t.Run(dt.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := synth.Tiny()
+			cfg.DType = dt
+			hf := filepath.Join(dir, "hf")
+			if err := synth.WriteHF(hf, cfg, 3); err != nil {
+				t.Fatal(err)
+			}
+			mustConvert(t, hf, filepath.Join(dir, "m.gguf"), Options{To: "gguf"})
+			r := mustConvert(t, filepath.Join(dir, "m.gguf"), filepath.Join(dir, "back"), Options{To: "safetensors"})
+			if r.Manifest != nil {
+				t.Error("plain conversion wrote a manifest")
+			}
+			a, ai := tensorsOf(t, hf)
+			b, bi := tensorsOf(t, filepath.Join(dir, "back"))
+			if len(a) != len(b) {
+				t.Fatalf("%d tensors, back %d", len(a), len(b))
+			}
+			for n, x := range a {
+				if !bytes.Equal(x, b[n]) || ai[n].DType != bi[n].DType || !reflect.DeepEqual(ai[n].Shape, bi[n].Shape) {
+					t.Errorf("%s differs after HF → GGUF → HF", n)
+				}
+			}
+			// the GGUF holds llama.cpp names and permuted q
+			g, gi := tensorsOf(t, filepath.Join(dir, "m.gguf"))
+			q := a["model.layers.1.self_attn.q_proj.weight"]
+			perm := make([]byte, len(q))
+			if err := llama.Permute(perm, q, cfg.Hidden, cfg.Heads); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(g["blk.1.attn_q.weight"], perm) || gi["blk.1.attn_q.weight"].DType != dt {
+				t.Error("GGUF q is not the llama.cpp permutation of HF q")
+			}
+		})
+	}
+}
+
+func TestStoriesRoundTrip(t *testing.T) {
+	in := testutil.SharedData(t, "stories260K.gguf")
+	dir := t.TempDir()
+	mustConvert(t, in, filepath.Join(dir, "hf"), Options{To: "safetensors"})
+	for _, f := range []string{"config.json", llama.TokenizerFile, llama.MetadataFile, "model.safetensors"} {
+		if _, err := os.Stat(filepath.Join(dir, "hf", f)); err != nil {
+			t.Errorf("missing %s: %v", f, err)
+		}
+	}
+	mustConvert(t, filepath.Join(dir, "hf"), filepath.Join(dir, "back.gguf"), Options{To: "gguf"})
+	g0, err := gguf.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g0.Close()
+	g1, err := gguf.Open(filepath.Join(dir, "back.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g1.Close()
+	if !reflect.DeepEqual(g0.KV(), g1.KV()) {
+		t.Error("metadata differs after GGUF → HF → GGUF")
+	}
+	t0, t1 := g0.Tensors(), g1.Tensors()
+	if len(t0) != len(t1) {
+		t.Fatalf("%d tensors, back %d", len(t0), len(t1))
+	}
+	for i := range t0 {
+		if t0[i].Name != t1[i].Name || !reflect.DeepEqual(t0[i].Shape, t1[i].Shape) || t0[i].DType != t1[i].DType {
+			t.Errorf("tensor %d: %v vs %v", i, t0[i], t1[i])
+		}
+		a, _, _ := format.ReadAll(g0, t0[i].Name)
+		b, _, _ := format.ReadAll(g1, t1[i].Name)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: bytes differ", t0[i].Name)
+		}
+	}
+	b0, _ := os.ReadFile(in)
+	b1, _ := os.ReadFile(filepath.Join(dir, "back.gguf"))
+	if !bytes.Equal(b0, b1) {
+		t.Logf("note: files are not byte-identical (%d vs %d bytes)", len(b0), len(b1))
+	}
+}
+
+// magnitudeMasked returns the stories weights in bf16, magnitude-masked (for targets).
+func TestStoriesCutlassThenDense(t *testing.T) {
+	in := testutil.SharedData(t, "stories260K.gguf")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	var log bytes.Buffer
+	r := mustConvert(t, in, out, Options{To: "safetensors", DType: "bf16", Method: Magnitude(), Layout: Cutlass, Log: &log})
+	if r.Manifest == nil || r.Pruned != 35 || r.Dense != 15 {
+		t.Fatalf("pruned %d, stored dense %d, manifest %v", r.Pruned, r.Dense, r.Manifest != nil)
+	}
+	if !strings.Contains(log.String(), "stored masked-dense") {
+		t.Errorf("no warning for the shapes cutlass cannot hold: %q", log.String())
+	}
+	m, err := ReadManifest(filepath.Join(out, ManifestName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Layout != Cutlass || m.Method.Name != "magnitude" || m.Input.Format != "gguf" || len(m.Input.Files) != 1 || len(m.Pruned) != 35 {
+		t.Errorf("manifest %+v", m)
+	}
+	for _, p := range m.Pruned {
+		if strings.Contains(p.Weight, "ffn_gate") && (p.Layout != Dense || p.Reason == "") {
+			t.Errorf("%s: layout %s reason %q", p.Weight, p.Layout, p.Reason)
+		}
+		if strings.Contains(p.Weight, "attn_q") && (p.Layout != Cutlass || len(p.Tensors) != 3) {
+			t.Errorf("%s: %+v", p.Weight, p)
+		}
+	}
+	packed, infos := tensorsOf(t, out) // expanded view
+	if _, ok := infos["model.layers.0.self_attn.q_proj.weight"]; !ok {
+		t.Fatal("expanded view lacks q_proj.weight")
+	}
+	dense := filepath.Join(dir, "dense")
+	mustConvert(t, out, dense, Options{Layout: Dense})
+	got, _ := tensorsOf(t, dense)
+	// expected: stories → bf16 → magnitude mask → +0 → HF order
+	want := expectedMasked(t, in)
+	for n, w := range want {
+		if !bytes.Equal(got[n], w) {
+			t.Errorf("%s: dense expansion differs from the magnitude-masked original", n)
+		}
+		if !bytes.Equal(packed[n], w) {
+			t.Errorf("%s: expanded view differs", n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dense, ManifestName)); err != nil {
+		t.Error("expanding a sparse checkpoint wrote no manifest")
+	}
+	raw, _ := os.ReadFile(filepath.Join(out, "config.json"))
+	raw2, _ := os.ReadFile(filepath.Join(dense, "config.json"))
+	if !bytes.Equal(raw, raw2) || bytes.Contains(raw, []byte("sparsity_config")) {
+		t.Error("config.json changed for cutlass/dense")
+	}
+}
+
+// expectedMasked computes the magnitude-masked BF16 weights of a GGUF in HF naming/row order.
+func expectedMasked(t *testing.T, in string) map[string][]byte {
+	t.Helper()
+	g, err := gguf.Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	cfg, _ := llama.FromGGUF(g.KV())
+	tg, _ := NewTargets(nil, nil)
+	out := map[string][]byte{}
+	for _, ti := range g.Tensors() {
+		raw, _, _ := format.ReadAll(g, ti.Name)
+		w := make([]float32, ti.NumElements())
+		if err := format.ToFloat32(ti.DType, raw, w); err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 2*len(w))
+		if tg.Match(ti.Name, ti.Shape) {
+			m, err := mask.Magnitude(w, int(ti.Shape[0]), int(ti.Shape[1]), mask.Pattern24)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w = m.Apply(w)
+		}
+		if len(ti.Shape) < 2 {
+			continue
+		}
+		if err := format.FromFloat32(format.BF16, w, b); err != nil {
+			t.Fatal(err)
+		}
+		if h := llama.PermuteHeads("llama", ti.Name, cfg.NumHeads, cfg.NumKVHeads); h > 0 {
+			p := make([]byte, len(b))
+			_ = llama.Unpermute(p, b, int(ti.Shape[0]), h)
+			b = p
+		}
+		hn, _ := llama.ToHF(ti.Name)
+		out[hn] = b
+	}
+	return out
+}
+
+func TestBitmaskConfigAndExpand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := synth.Tiny()
+	cfg.Sparse24 = true
+	hf := filepath.Join(dir, "hf")
+	if err := synth.WriteHF(hf, cfg, 5); err != nil {
+		t.Fatal(err)
+	}
+	bm := filepath.Join(dir, "bm")
+	r := mustConvert(t, hf, bm, Options{Layout: Bitmask, Compress: ""})
+	if r.Pruned != 14 {
+		t.Errorf("pruned %d, want 14", r.Pruned)
+	}
+	cj, _ := os.ReadFile(filepath.Join(bm, "config.json"))
+	var c map[string]any
+	if err := json.Unmarshal(cj, &c); err != nil {
+		t.Fatal(err)
+	}
+	qc, _ := c["quantization_config"].(map[string]any)
+	sc, _ := qc["sparsity_config"].(map[string]any)
+	if qc["quant_method"] != "compressed-tensors" || qc["version"] != "0.14.0.1" || sc["format"] != "sparse-24-bitmask" ||
+		sc["sparsity_structure"] != "2:4" || !reflect.DeepEqual(sc["targets"], []any{"Linear"}) || !reflect.DeepEqual(sc["ignore"], []any{"lm_head"}) ||
+		sc["registry_requires_subclass"] != false {
+		t.Errorf("quantization_config %v", qc)
+	}
+	_, infos := tensorsOf(t, hf)
+	st, _ := OpenCheckpoint(bm)
+	names := map[string]format.TensorInfo{}
+	for _, ti := range st.Source.(interface{ Unwrap() format.Source }).Unwrap().Tensors() {
+		names[ti.Name] = ti
+	}
+	st.Close()
+	if ti, ok := names["model.layers.0.mlp.down_proj.shape"]; !ok || ti.DType != format.I64 || !reflect.DeepEqual(ti.Shape, []int64{2, 1}) {
+		t.Errorf("shape tensor %v", ti)
+	}
+	if _, ok := names["model.layers.0.mlp.down_proj.weight"]; ok {
+		t.Error("bitmask output kept P.weight")
+	}
+	if ti := names["model.layers.0.mlp.down_proj.bitmask"]; ti.DType != format.U8 || !reflect.DeepEqual(ti.Shape, []int64{64, 16}) {
+		t.Errorf("bitmask %v", ti)
+	}
+	dense := filepath.Join(dir, "dense")
+	mustConvert(t, bm, dense, Options{Layout: Dense})
+	a, _ := tensorsOf(t, hf)
+	b, _ := tensorsOf(t, dense)
+	for n := range infos {
+		if !bytes.Equal(a[n], b[n]) {
+			t.Errorf("%s differs after bitmask → dense", n)
+		}
+	}
+	cj, _ = os.ReadFile(filepath.Join(dense, "config.json"))
+	if bytes.Contains(cj, []byte("sparsity_config")) || bytes.Contains(cj, []byte("quantization_config")) {
+		t.Errorf("expanded config.json keeps the sparsity config: %s", cj)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	cfg := synth.Tiny()
+	hf := filepath.Join(dir, "hf")
+	if err := synth.WriteHF(hf, cfg, 5); err != nil {
+		t.Fatal(err)
+	}
+	f32 := synth.Tiny()
+	f32.DType = format.F32
+	hf32 := filepath.Join(dir, "hf32")
+	if err := synth.WriteHF(hf32, f32, 5); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// dense input, cutlass, no method: refused naming tensor, row, group
+	_, err := Convert(ctx, hf, filepath.Join(dir, "o1"), Options{Layout: Cutlass})
+	if !errors.Is(err, ErrNotSparse) || !errors.Is(err, mask.ErrPattern) || !strings.Contains(err.Error(), "row 0, group 0") || !strings.Contains(err.Error(), "model.layers.") {
+		t.Errorf("non-2:4 input: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "o1")); !os.IsNotExist(err) {
+		t.Error("failed conversion left output")
+	}
+	_, err = Convert(ctx, hf32, filepath.Join(dir, "o2"), Options{Layout: Cutlass, Method: Magnitude()})
+	if !errors.Is(err, ErrConvert) || !strings.Contains(err.Error(), "--dtype f16|bf16") || !strings.Contains(err.Error(), "--pattern 1:2") {
+		t.Errorf("F32 cutlass 2:4: %v", err)
+	}
+	if _, err := Convert(ctx, hf32, filepath.Join(dir, "o3"), Options{Layout: Cutlass, Method: Magnitude(), Pattern: mask.Pattern{N: 1, M: 2}}); err != nil {
+		t.Errorf("F32 cutlass 1:2: %v", err)
+	}
+	if _, err := Convert(ctx, hf, filepath.Join(hf, "sub"), Options{}); !errors.Is(err, format.ErrInputOutput) {
+		t.Errorf("output inside input: %v", err)
+	}
+	if _, err := Convert(ctx, hf, hf, Options{}); !errors.Is(err, format.ErrInputOutput) {
+		t.Errorf("output = input: %v", err)
+	}
+	if _, err := Convert(ctx, hf, filepath.Join(dir, "x.gguf"), Options{To: "gguf", Layout: Cutlass, Method: Magnitude()}); !errors.Is(err, ErrConvert) {
+		t.Errorf("cutlass to gguf: %v", err)
+	}
+	// cancelled context: no output
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := Convert(cctx, hf, filepath.Join(dir, "o4"), Options{Method: Magnitude()}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	if _, err := Convert(cctx, hf, filepath.Join(dir, "o5.gguf"), Options{To: "gguf"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled gguf: %v", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Name() != "hf" && e.Name() != "hf32" && e.Name() != "o3" {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+	// strict: a shape cutlass cannot hold is an error
+	odd := synth.Tiny()
+	odd.FFN = 96
+	hodd := filepath.Join(dir, "odd")
+	if err := synth.WriteHF(hodd, odd, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Convert(ctx, hodd, filepath.Join(dir, "o6"), Options{Layout: Cutlass, Method: Magnitude(), Strict: true}); !errors.Is(err, ErrShape) {
+		t.Errorf("strict: %v", err)
+	}
+}
+
+func TestSaveMaskAndMaskFile(t *testing.T) {
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	if err := synth.WriteHF(hf, synth.Tiny(), 9); err != nil {
+		t.Fatal(err)
+	}
+	mf := filepath.Join(dir, "masks.safetensors")
+	mustConvert(t, hf, filepath.Join(dir, "a"), Options{Method: Magnitude(), SaveMask: mf, Layout: Cutlass})
+	src, err := MaskFile(mf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustConvert(t, hf, filepath.Join(dir, "b"), Options{Method: src, Layout: Cutlass})
+	a, _ := tensorsOf(t, filepath.Join(dir, "a"))
+	b, _ := tensorsOf(t, filepath.Join(dir, "b"))
+	for n := range a {
+		if !bytes.Equal(a[n], b[n]) {
+			t.Errorf("%s: --mask of the saved masks differs from magnitude", n)
+		}
+	}
+	m, err := ReadManifest(filepath.Join(dir, "b", ManifestName))
+	if err != nil || m.Method.Name != "mask-file" {
+		t.Errorf("manifest %v %v", m, err)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	tg, err := NewTargets(nil, []string{`layers\.1\.`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name  string
+		shape []int64
+		want  bool
+	}{
+		{"model.layers.0.mlp.up_proj.weight", []int64{8, 8}, true},
+		{"blk.0.ffn_up.weight", []int64{8, 8}, true},
+		{"blk.1.ffn_up.weight", []int64{8, 8}, false}, // ignore matches its HF name
+		{"model.layers.0.mlp.up_proj.bias", []int64{8}, false},
+		{"model.embed_tokens.weight", []int64{8, 8}, false},
+		{"output.weight", []int64{8, 8}, false},
+		{"lm_head.weight", []int64{8, 8}, false},
+		{"model.layers.0.input_layernorm.weight", []int64{8}, false},
+	}
+	for _, c := range cases {
+		if got := tg.Match(c.name, c.shape); got != c.want {
+			t.Errorf("Match(%q) = %v", c.name, got)
+		}
+	}
+	all, _ := NewTargets([]string{"."}, nil)
+	if all.Match("lm_head.weight", []int64{8, 8}) || all.Match("model.norm.weight", []int64{8, 8}) {
+		t.Error("never-pruned tensors selected by a catch-all")
+	}
+	if _, err := NewTargets([]string{"("}, nil); err == nil {
+		t.Error("bad regexp accepted")
+	}
+}
