@@ -23,8 +23,8 @@ var ErrInputOutput = errors.New("output would overwrite an input")
 // destination (a crash may leave a hidden ".NAME.tmp-*" file behind).
 //
 // The embedded *os.File is the temporary file: write to it (also with
-// WriteAt, concurrently, as *os.File allows). An AtomicFile is not safe for
-// concurrent Commit/Abort.
+// WriteAt, concurrently, as *os.File allows), but end it with Commit or
+// Abort, never Close. An AtomicFile is not safe for concurrent Commit/Abort.
 type AtomicFile struct {
 	*os.File
 	path string

@@ -228,104 +228,102 @@ func microAVX2(kc int, pa, pb, c []float32, ldc int, load bool) {
 	archsimd.ClearAVXUpperBits()
 }
 
-// sparseAVX512 is the 128-token sparse tile kernel (see kernelSet.sparse).
+// sparseAVX512 is the 128-token sparse tile kernel (see kernelSet.sparse). It runs
+// 2 passes of 64 tokens (4 accumulators) per weight row, two kept values per
+// step, so that nothing spills. cols come from NewSparse24 (each < Cols) and
+// xt holds Cols×128 floats: the loads need no bounds check.
 func sparseAVX512(xt, vals []float32, cols []int32, ldv, nk int, ct []float32, rows int) {
 	if rows == 0 || nk == 0 {
 		return
+	}
+	if nk%2 != 0 {
+		panic("kernel: odd sparse block")
 	}
 	_ = vals[(rows-1)*ldv+nk-1]
 	_ = cols[(rows-1)*ldv+nk-1]
 	_ = ct[rows*128-1]
 	xtp := unsafe.Pointer(unsafe.SliceData(xt))
-	nxt := len(xt)
 	for r := 0; r < rows; r++ {
-		acc := (*[128]float32)(ct[r*128:])
-		c0 := archsimd.LoadFloat32x16((*[16]float32)(acc[0:]))
-		c1 := archsimd.LoadFloat32x16((*[16]float32)(acc[16:]))
-		c2 := archsimd.LoadFloat32x16((*[16]float32)(acc[32:]))
-		c3 := archsimd.LoadFloat32x16((*[16]float32)(acc[48:]))
-		c4 := archsimd.LoadFloat32x16((*[16]float32)(acc[64:]))
-		c5 := archsimd.LoadFloat32x16((*[16]float32)(acc[80:]))
-		c6 := archsimd.LoadFloat32x16((*[16]float32)(acc[96:]))
-		c7 := archsimd.LoadFloat32x16((*[16]float32)(acc[112:]))
-		v := vals[r*ldv : r*ldv+nk]
-		cl := cols[r*ldv : r*ldv+nk]
-		cl = cl[:len(v)]
-		for x, val := range v {
-			col := int(cl[x])
-			if uint(col*128+128) > uint(nxt) {
-				panic("kernel: sparse column out of range")
+		for h := 0; h < 128; h += 64 {
+			acc := (*[64]float32)(ct[r*128+h:])
+			base := unsafe.Add(xtp, h*4)
+			vp := unsafe.Pointer(&vals[r*ldv])
+			cp := unsafe.Pointer(&cols[r*ldv])
+			c0 := archsimd.LoadFloat32x16((*[16]float32)(acc[0:]))
+			c1 := archsimd.LoadFloat32x16((*[16]float32)(acc[16:]))
+			c2 := archsimd.LoadFloat32x16((*[16]float32)(acc[32:]))
+			c3 := archsimd.LoadFloat32x16((*[16]float32)(acc[48:]))
+			for n := nk / 2; n > 0; n-- {
+				p := (*[64]float32)(unsafe.Add(base, int(*(*int32)(cp))*512))
+				q := (*[64]float32)(unsafe.Add(base, int(*(*int32)(unsafe.Add(cp, 4)))*512))
+				bp := archsimd.BroadcastFloat32x16(*(*float32)(vp))
+				c0 = archsimd.LoadFloat32x16((*[16]float32)(p[0:])).MulAdd(bp, c0)
+				c1 = archsimd.LoadFloat32x16((*[16]float32)(p[16:])).MulAdd(bp, c1)
+				c2 = archsimd.LoadFloat32x16((*[16]float32)(p[32:])).MulAdd(bp, c2)
+				c3 = archsimd.LoadFloat32x16((*[16]float32)(p[48:])).MulAdd(bp, c3)
+				bq := archsimd.BroadcastFloat32x16(*(*float32)(unsafe.Add(vp, 4)))
+				c0 = archsimd.LoadFloat32x16((*[16]float32)(q[0:])).MulAdd(bq, c0)
+				c1 = archsimd.LoadFloat32x16((*[16]float32)(q[16:])).MulAdd(bq, c1)
+				c2 = archsimd.LoadFloat32x16((*[16]float32)(q[32:])).MulAdd(bq, c2)
+				c3 = archsimd.LoadFloat32x16((*[16]float32)(q[48:])).MulAdd(bq, c3)
+				vp = unsafe.Add(vp, 8)
+				cp = unsafe.Add(cp, 8)
 			}
-			p := (*[128]float32)(unsafe.Add(xtp, col*512))
-			bv := archsimd.BroadcastFloat32x16(val)
-			c0 = archsimd.LoadFloat32x16((*[16]float32)(p[0:])).MulAdd(bv, c0)
-			c1 = archsimd.LoadFloat32x16((*[16]float32)(p[16:])).MulAdd(bv, c1)
-			c2 = archsimd.LoadFloat32x16((*[16]float32)(p[32:])).MulAdd(bv, c2)
-			c3 = archsimd.LoadFloat32x16((*[16]float32)(p[48:])).MulAdd(bv, c3)
-			c4 = archsimd.LoadFloat32x16((*[16]float32)(p[64:])).MulAdd(bv, c4)
-			c5 = archsimd.LoadFloat32x16((*[16]float32)(p[80:])).MulAdd(bv, c5)
-			c6 = archsimd.LoadFloat32x16((*[16]float32)(p[96:])).MulAdd(bv, c6)
-			c7 = archsimd.LoadFloat32x16((*[16]float32)(p[112:])).MulAdd(bv, c7)
+			c0.Store((*[16]float32)(acc[0:]))
+			c1.Store((*[16]float32)(acc[16:]))
+			c2.Store((*[16]float32)(acc[32:]))
+			c3.Store((*[16]float32)(acc[48:]))
 		}
-		c0.Store((*[16]float32)(acc[0:]))
-		c1.Store((*[16]float32)(acc[16:]))
-		c2.Store((*[16]float32)(acc[32:]))
-		c3.Store((*[16]float32)(acc[48:]))
-		c4.Store((*[16]float32)(acc[64:]))
-		c5.Store((*[16]float32)(acc[80:]))
-		c6.Store((*[16]float32)(acc[96:]))
-		c7.Store((*[16]float32)(acc[112:]))
 	}
 	archsimd.ClearAVXUpperBits()
 }
 
-// sparseAVX2 is the 64-token sparse tile kernel (see kernelSet.sparse).
+// sparseAVX2 is the 64-token sparse tile kernel (see kernelSet.sparse). It runs
+// 2 passes of 32 tokens (4 accumulators) per weight row, two kept values per
+// step, so that nothing spills. cols come from NewSparse24 (each < Cols) and
+// xt holds Cols×64 floats: the loads need no bounds check.
 func sparseAVX2(xt, vals []float32, cols []int32, ldv, nk int, ct []float32, rows int) {
 	if rows == 0 || nk == 0 {
 		return
+	}
+	if nk%2 != 0 {
+		panic("kernel: odd sparse block")
 	}
 	_ = vals[(rows-1)*ldv+nk-1]
 	_ = cols[(rows-1)*ldv+nk-1]
 	_ = ct[rows*64-1]
 	xtp := unsafe.Pointer(unsafe.SliceData(xt))
-	nxt := len(xt)
 	for r := 0; r < rows; r++ {
-		acc := (*[64]float32)(ct[r*64:])
-		c0 := archsimd.LoadFloat32x8((*[8]float32)(acc[0:]))
-		c1 := archsimd.LoadFloat32x8((*[8]float32)(acc[8:]))
-		c2 := archsimd.LoadFloat32x8((*[8]float32)(acc[16:]))
-		c3 := archsimd.LoadFloat32x8((*[8]float32)(acc[24:]))
-		c4 := archsimd.LoadFloat32x8((*[8]float32)(acc[32:]))
-		c5 := archsimd.LoadFloat32x8((*[8]float32)(acc[40:]))
-		c6 := archsimd.LoadFloat32x8((*[8]float32)(acc[48:]))
-		c7 := archsimd.LoadFloat32x8((*[8]float32)(acc[56:]))
-		v := vals[r*ldv : r*ldv+nk]
-		cl := cols[r*ldv : r*ldv+nk]
-		cl = cl[:len(v)]
-		for x, val := range v {
-			col := int(cl[x])
-			if uint(col*64+64) > uint(nxt) {
-				panic("kernel: sparse column out of range")
+		for h := 0; h < 64; h += 32 {
+			acc := (*[32]float32)(ct[r*64+h:])
+			base := unsafe.Add(xtp, h*4)
+			vp := unsafe.Pointer(&vals[r*ldv])
+			cp := unsafe.Pointer(&cols[r*ldv])
+			c0 := archsimd.LoadFloat32x8((*[8]float32)(acc[0:]))
+			c1 := archsimd.LoadFloat32x8((*[8]float32)(acc[8:]))
+			c2 := archsimd.LoadFloat32x8((*[8]float32)(acc[16:]))
+			c3 := archsimd.LoadFloat32x8((*[8]float32)(acc[24:]))
+			for n := nk / 2; n > 0; n-- {
+				p := (*[32]float32)(unsafe.Add(base, int(*(*int32)(cp))*256))
+				q := (*[32]float32)(unsafe.Add(base, int(*(*int32)(unsafe.Add(cp, 4)))*256))
+				bp := archsimd.BroadcastFloat32x8(*(*float32)(vp))
+				c0 = archsimd.LoadFloat32x8((*[8]float32)(p[0:])).MulAdd(bp, c0)
+				c1 = archsimd.LoadFloat32x8((*[8]float32)(p[8:])).MulAdd(bp, c1)
+				c2 = archsimd.LoadFloat32x8((*[8]float32)(p[16:])).MulAdd(bp, c2)
+				c3 = archsimd.LoadFloat32x8((*[8]float32)(p[24:])).MulAdd(bp, c3)
+				bq := archsimd.BroadcastFloat32x8(*(*float32)(unsafe.Add(vp, 4)))
+				c0 = archsimd.LoadFloat32x8((*[8]float32)(q[0:])).MulAdd(bq, c0)
+				c1 = archsimd.LoadFloat32x8((*[8]float32)(q[8:])).MulAdd(bq, c1)
+				c2 = archsimd.LoadFloat32x8((*[8]float32)(q[16:])).MulAdd(bq, c2)
+				c3 = archsimd.LoadFloat32x8((*[8]float32)(q[24:])).MulAdd(bq, c3)
+				vp = unsafe.Add(vp, 8)
+				cp = unsafe.Add(cp, 8)
 			}
-			p := (*[64]float32)(unsafe.Add(xtp, col*256))
-			bv := archsimd.BroadcastFloat32x8(val)
-			c0 = archsimd.LoadFloat32x8((*[8]float32)(p[0:])).MulAdd(bv, c0)
-			c1 = archsimd.LoadFloat32x8((*[8]float32)(p[8:])).MulAdd(bv, c1)
-			c2 = archsimd.LoadFloat32x8((*[8]float32)(p[16:])).MulAdd(bv, c2)
-			c3 = archsimd.LoadFloat32x8((*[8]float32)(p[24:])).MulAdd(bv, c3)
-			c4 = archsimd.LoadFloat32x8((*[8]float32)(p[32:])).MulAdd(bv, c4)
-			c5 = archsimd.LoadFloat32x8((*[8]float32)(p[40:])).MulAdd(bv, c5)
-			c6 = archsimd.LoadFloat32x8((*[8]float32)(p[48:])).MulAdd(bv, c6)
-			c7 = archsimd.LoadFloat32x8((*[8]float32)(p[56:])).MulAdd(bv, c7)
+			c0.Store((*[8]float32)(acc[0:]))
+			c1.Store((*[8]float32)(acc[8:]))
+			c2.Store((*[8]float32)(acc[16:]))
+			c3.Store((*[8]float32)(acc[24:]))
 		}
-		c0.Store((*[8]float32)(acc[0:]))
-		c1.Store((*[8]float32)(acc[8:]))
-		c2.Store((*[8]float32)(acc[16:]))
-		c3.Store((*[8]float32)(acc[24:]))
-		c4.Store((*[8]float32)(acc[32:]))
-		c5.Store((*[8]float32)(acc[40:]))
-		c6.Store((*[8]float32)(acc[48:]))
-		c7.Store((*[8]float32)(acc[56:]))
 	}
 	archsimd.ClearAVXUpperBits()
 }

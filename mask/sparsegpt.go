@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/lapack/lapack64"
 )
@@ -154,14 +155,16 @@ func inverseCholeskyUpper(H []float64, n int, percDamp float64, W []float32, row
 }
 
 // sparseGPTRows runs the SparseGPT column loop for rows [r0, r1) of W in
-// place, marking kept entries in keep. Rows are independent given U; a chunk
-// of rows is processed together so that every row of U is read once per chunk.
-// When orig != nil the groups are chosen from orig (the NoUpdate variant) and
-// W's updates are still computed (and discarded by the caller's choice).
+// place, marking kept entries in keep. Rows are independent given U, so a
+// chunk of rows is processed per block: the column loop row by row (rank-1
+// updates inside the block as float32 axpys), then the lazy update of the
+// later columns as one float32 GEMM, W[:, i2:] −= Err1 · U[i1:i2, i2:].
+// When orig != nil the groups are chosen from orig (the NoUpdate variant).
 func sparseGPTRows(W []float32, keep []bool, orig []float32, U []float32, r0, r1, cols int, p Pattern, bs int) {
-	const chunk = 16
+	const chunk = 64
 	score := make([]float64, p.M)
 	errb := make([]float32, chunk*bs)
+	impl := blas32.Implementation()
 	for c0 := r0; c0 < r1; c0 += chunk {
 		c1 := min(c0+chunk, r1)
 		for i1 := 0; i1 < cols; i1 += bs {
@@ -192,12 +195,11 @@ func sparseGPTRows(W []float32, keep []bool, orig []float32, U []float32, r0, r1
 					if krow[j] {
 						q = wv
 					}
-					d := U[j*cols+j]
-					er := (wv - q) / d
+					er := (wv - q) / U[j*cols+j]
 					e[c] = er
 					// W1[:, c:] -= err ⊗ U1[c, c:]  (only inside the block)
-					if er != 0 {
-						axpy(row[j:i2], U[j*cols+j:j*cols+i2], -er)
+					if er != 0 && j+1 < i2 {
+						impl.Saxpy(i2-j-1, -er, U[j*cols+j+1:j*cols+i2], 1, row[j+1:i2], 1)
 					}
 					row[j] = q
 				}
@@ -206,37 +208,17 @@ func sparseGPTRows(W []float32, keep []bool, orig []float32, U []float32, r0, r1
 				continue
 			}
 			// lazy update: W[:, i2:] -= Err1 · U[i1:i2, i2:]
-			for c := 0; c < count; c++ {
-				urow := U[(i1+c)*cols+i2 : (i1+c+1)*cols]
-				for r := c0; r < c1; r++ {
-					er := errb[(r-c0)*bs+c]
-					if er != 0 {
-						axpy(W[r*cols+i2:(r+1)*cols], urow, -er)
-					}
-				}
-			}
+			blas32.Gemm(blas.NoTrans, blas.NoTrans, -1,
+				blas32.General{Rows: c1 - c0, Cols: count, Stride: bs, Data: errb},
+				blas32.General{Rows: count, Cols: cols - i2, Stride: cols, Data: U[i1*cols+i2:]},
+				1, blas32.General{Rows: c1 - c0, Cols: cols - i2, Stride: cols, Data: W[c0*cols+i2:]})
 		}
-	}
-}
-
-// axpy computes y += a·x for len(y) == len(x).
-func axpy(y, x []float32, a float32) {
-	x = x[:len(y)]
-	i := 0
-	for ; i+4 <= len(y); i += 4 {
-		y[i] += a * x[i]
-		y[i+1] += a * x[i+1]
-		y[i+2] += a * x[i+2]
-		y[i+3] += a * x[i+3]
-	}
-	for ; i < len(y); i++ {
-		y[i] += a * x[i]
 	}
 }
 
 // parallelRows splits [0, rows) into contiguous ranges, one per goroutine.
 func parallelRows(rows int, f func(r0, r1 int)) {
-	n := min(runtime.GOMAXPROCS(0), (rows+15)/16)
+	n := min(runtime.GOMAXPROCS(0), (rows+63)/64)
 	if n <= 1 {
 		f(0, rows)
 		return

@@ -208,8 +208,8 @@ type gWork[F gfloat] struct {
 	xf, rf                  []F // final norm output [BT, D] and scales
 	logits                  []F // [chunk, V]
 	dW                      []F // dW_eff [max out*in]
-	mm                      []F // split-k partial sums for MatMulTN
-	attTmp                  []F
+	tr                      []F // transposed left operand of MatMulTN
+	attn                    []attnScratch[F]
 	inp, tgt                []int32
 }
 
@@ -231,7 +231,7 @@ func (w *gWork[F]) ensure(n *gNet[F], B, T int, recompute bool) {
 		// keep the old big slices for reuse where sizes allow
 		xin: w.xin, acts: w.acts, eff: w.eff, dx: w.dx, dxn: w.dxn, tmpD: w.tmpD, dq: w.dq, datt: w.datt,
 		dk: w.dk, dv: w.dv, dg: w.dg, du: w.du, dh: w.dh, xf: w.xf, rf: w.rf, logits: w.logits,
-		dW: w.dW, mm: w.mm, attTmp: w.attTmp, inp: w.inp, tgt: w.tgt}
+		dW: w.dW, tr: w.tr, attn: w.attn, inp: w.inp, tgt: w.tgt}
 	BT, D, H := B*T, c.Dim, c.Hidden
 	kvd := c.KVHeads * c.HeadDim()
 	L := len(n.layers)
@@ -263,8 +263,8 @@ func (w *gWork[F]) ensure(n *gNet[F], B, T int, recompute bool) {
 	w.logits = grow(w.logits, min(gLogitChunk, BT)*c.Vocab)
 	maxW := max(D*D, H*D, c.Vocab*D)
 	w.dW = grow(w.dW, maxW)
-	w.mm = grow(w.mm, maxW) // one extra partial sum: two cores
-	w.attTmp = grow(w.attTmp, B*c.KVHeads*T)
+	w.tr = grow(w.tr, max(BT*max(D, H, kvd), c.Vocab*min(gLogitChunk, BT)))
+	w.attn = attnScratches(w.attn, T, c.HeadDim())
 	w.inp = make([]int32, BT)
 	w.tgt = make([]int32, BT)
 	if len(w.eff) != 7*L {
@@ -344,7 +344,7 @@ func (s *gStep[F]) linearBack(dx, dy, x []F, l *gLin[F], eff []F, rows, idx int,
 	}
 	n := l.out * l.in
 	dW := s.w.dW[:n]
-	gMatMulTN(dW, dy, x, l.out, l.in, rows, false, s.w.mm)
+	gMatMulTN(dW, dy, x, l.out, l.in, rows, false, s.w.tr)
 	if wantSoft {
 		gs := s.soft[idx]
 		gParallel(n, func(lo, hi int) {
@@ -398,7 +398,7 @@ func (s *gStep[F]) layerForward(li int, x, xout []F, a *gAct[F]) {
 	s.linear(a.v, a.xn1, &L.v, e[2], BT)
 	n.rope.apply(a.q, B, T, c.Heads, 1)
 	n.rope.apply(a.k, B, T, c.KVHeads, 1)
-	gAttention(a.att, a.probs, a.q, a.k, a.v, B, T, c.Heads, c.KVHeads, c.HeadDim())
+	gAttention(a.att, a.probs, a.q, a.k, a.v, B, T, c.Heads, c.KVHeads, c.HeadDim(), w.attn)
 	s.linear(a.x2, a.att, &L.o, e[3], BT)
 	gAddInto(a.x2, x)
 	gRMSNorm(a.xn2, a.r2, a.x2, L.ffnNorm, BT, D, float64(c.NormEps))
@@ -430,7 +430,7 @@ func (s *gStep[F]) layerBackward(li int, x []F, a *gAct[F]) {
 	gRMSNormBack(w.dx, dFN, w.dxn, a.x2, a.r2, L.ffnNorm, BT, D)
 	// attention
 	s.linearBack(w.datt, w.dx, a.att, &L.o, e[3], BT, base+3, false)
-	gAttentionBack(w.dq, w.dk, w.dv, w.datt, a.probs, a.q, a.k, a.v, B, T, c.Heads, c.KVHeads, c.HeadDim(), w.attTmp)
+	gAttentionBack(w.dq, w.dk, w.dv, w.datt, a.probs, a.q, a.k, a.v, B, T, c.Heads, c.KVHeads, c.HeadDim(), w.attn)
 	n.rope.apply(w.dq, B, T, c.Heads, -1)
 	n.rope.apply(w.dk, B, T, c.KVHeads, -1)
 	s.linearBack(w.dxn, w.dq, a.xn1, &L.q, e[0], BT, base+0, false)
@@ -516,7 +516,7 @@ func gLossGrad[F gfloat](ctx context.Context, n *gNet[F], tokens []int32, B, T i
 			gMatMul(w.dxn[r0*D:r1*D], lg, n.out, rows, D, V, false)
 		}
 		if dOut != nil {
-			gMatMulTN(dOut, lg, w.xf[r0*D:r1*D], V, D, rows, true, w.mm)
+			gMatMulTN(dOut, lg, w.xf[r0*D:r1*D], V, D, rows, true, w.tr)
 		}
 	}
 	loss := nll / float64(BT)

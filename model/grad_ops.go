@@ -8,6 +8,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/sparsify/sparsify/kernel"
 )
@@ -33,14 +34,24 @@ func gParallel(n int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-// gMatMulT is c[m,n] = a[m,k]·b[n,k]ᵀ (+c when acc): kernel.MatMulT split by
-// rows over the cores for float32, a plain loop for float64.
+// gParallelW is gParallel that also tells fn its worker index (< cores).
+func gParallelW(n int, fn func(w, lo, hi int)) {
+	nw := min(runtime.GOMAXPROCS(0), max(n, 1))
+	chunk := (n + nw - 1) / nw
+	var wg sync.WaitGroup
+	for w := 1; w*chunk < n; w++ {
+		lo, hi := w*chunk, min((w+1)*chunk, n)
+		wg.Go(func() { fn(w, lo, hi) })
+	}
+	fn(0, 0, min(chunk, n))
+	wg.Wait()
+}
+
+// gMatMulT is c[m,n] = a[m,k]·b[n,k]ᵀ (+c when acc): kernel.MatMulT (which
+// splits large products over the cores) for float32, a plain loop for float64.
 func gMatMulT[F gfloat](c, a, b []F, m, n, k int, acc bool) {
 	if c32, ok := any(c).([]float32); ok {
-		a32, b32 := any(a).([]float32), any(b).([]float32)
-		gParallel(m, func(lo, hi int) {
-			kernel.MatMulT(c32[lo*n:hi*n], a32[lo*k:hi*k], b32, hi-lo, n, k, acc)
-		})
+		kernel.MatMulT(c32, any(a).([]float32), any(b).([]float32), m, n, k, acc)
 		return
 	}
 	for i := 0; i < m; i++ {
@@ -58,13 +69,10 @@ func gMatMulT[F gfloat](c, a, b []F, m, n, k int, acc bool) {
 	}
 }
 
-// gMatMul is c[m,n] = a[m,k]·b[k,n] (+c when acc), split by rows of a.
+// gMatMul is c[m,n] = a[m,k]·b[k,n] (+c when acc).
 func gMatMul[F gfloat](c, a, b []F, m, n, k int, acc bool) {
 	if c32, ok := any(c).([]float32); ok {
-		a32, b32 := any(a).([]float32), any(b).([]float32)
-		gParallel(m, func(lo, hi int) {
-			kernel.MatMul(c32[lo*n:hi*n], a32[lo*k:hi*k], b32, hi-lo, n, k, acc)
-		})
+		kernel.MatMul(c32, any(a).([]float32), any(b).([]float32), m, n, k, acc)
 		return
 	}
 	if !acc {
@@ -80,39 +88,16 @@ func gMatMul[F gfloat](c, a, b []F, m, n, k int, acc bool) {
 	}
 }
 
-// gMatMulTN is c[m,n] = a[k,m]ᵀ·b[k,n] (+c when acc). For float32 the k
-// (token) dimension is split over the cores, each core summing into its own
-// buffer from scratch (len ≥ (cores−1)·m·n), and the partial sums are added.
-func gMatMulTN[F gfloat](c, a, b []F, m, n, k int, acc bool, scratch []F) {
+// gMatMulTN is c[m,n] = a[k,m]ᵀ·b[k,n] (+c when acc). For float32, a is
+// transposed into tr (len ≥ m·k) and the product runs as kernel.MatMul:
+// packing a transposed operand is the slow path of the GEMM's packing (a copy
+// call per micro-panel row); an explicit blocked transpose costs only k·m
+// moves.
+func gMatMulTN[F gfloat](c, a, b []F, m, n, k int, acc bool, tr []F) {
 	if c32, ok := any(c).([]float32); ok {
-		a32, b32 := any(a).([]float32), any(b).([]float32)
-		s32 := any(scratch).([]float32)
-		nw := min(runtime.GOMAXPROCS(0), k, 1+len(s32)/max(m*n, 1))
-		if nw <= 1 {
-			kernel.MatMulTN(c32, a32, b32, m, n, k, acc)
-			return
-		}
-		chunk := (k + nw - 1) / nw
-		var wg sync.WaitGroup
-		for w := 1; w < nw; w++ {
-			lo, hi := w*chunk, min((w+1)*chunk, k)
-			part := s32[(w-1)*m*n : w*m*n]
-			if lo >= hi {
-				clear(part)
-				continue
-			}
-			wg.Go(func() { kernel.MatMulTN(part, a32[lo*m:hi*m], b32[lo*n:hi*n], m, n, hi-lo, false) })
-		}
-		kernel.MatMulTN(c32, a32[:chunk*m], b32[:chunk*n], m, n, chunk, acc)
-		wg.Wait()
-		gParallel(m*n, func(lo, hi int) {
-			for w := 1; w < nw; w++ {
-				part := s32[(w-1)*m*n : w*m*n]
-				for i := lo; i < hi; i++ {
-					c32[i] += part[i]
-				}
-			}
-		})
+		at := any(tr).([]float32)[:m*k]
+		transpose(at, any(a).([]float32)[:k*m], k, m)
+		kernel.MatMul(c32, at, any(b).([]float32), m, n, k, acc)
 		return
 	}
 	if !acc {
@@ -123,6 +108,23 @@ func gMatMulTN[F gfloat](c, a, b []F, m, n, k int, acc bool, scratch []F) {
 			av := a[p*m+i]
 			for j := 0; j < n; j++ {
 				c[i*n+j] += av * b[p*n+j]
+			}
+		}
+	}
+}
+
+// transpose writes dst [cols, rows] = src [rows, cols]ᵀ in 32×32 blocks.
+func transpose(dst, src []float32, rows, cols int) {
+	const bs = 32
+	for i0 := 0; i0 < rows; i0 += bs {
+		i1 := min(i0+bs, rows)
+		for j0 := 0; j0 < cols; j0 += bs {
+			j1 := min(j0+bs, cols)
+			for i := i0; i < i1; i++ {
+				row := src[i*cols : (i+1)*cols]
+				for j := j0; j < j1; j++ {
+					dst[j*rows+i] = row[j]
+				}
 			}
 		}
 	}
@@ -236,8 +238,42 @@ func (r *gRope[F]) apply(x []F, B, T, heads int, sign F) {
 	})
 }
 
+// gExp is e^x: math.Exp in float64 (the gradient checks), a Cephes-style
+// polynomial in float32 (relative error below 2e-7, much faster).
+func gExp[F gfloat](x F) F {
+	if unsafe.Sizeof(x) == 4 {
+		return F(gExpf32(float32(x)))
+	}
+	return F(math.Exp(float64(x)))
+}
+
+// gExpf32 is e^x in float32 by range reduction to r ∈ [−ln2/2, ln2/2] and a
+// degree-6 polynomial (Cephes expf coefficients).
+func gExpf32(x float32) float32 {
+	if x != x {
+		return x
+	}
+	if x > 88.72 {
+		return float32(math.Inf(1))
+	}
+	if x < -87.33 {
+		return 0
+	}
+	t := x * 1.44269504088896341
+	if t < 0 {
+		t -= 0.5
+	} else {
+		t += 0.5
+	}
+	n := float32(int32(t)) // round half away from zero
+	r := x - n*0.693359375 + n*2.12194440e-4
+	p := ((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r + 5.0000001201e-1
+	p = p*r*r + r + 1
+	return p * math.Float32frombits(uint32(int32(n)+127)<<23)
+}
+
 // gSiLU is x·σ(x).
-func gSiLU[F gfloat](x F) F { return x / (1 + F(math.Exp(float64(-x)))) }
+func gSiLU[F gfloat](x F) F { return x / (1 + gExp(-x)) }
 
 // gSwiGLU writes h = SiLU(g)⊙u.
 func gSwiGLU[F gfloat](h, g, u []F) {
@@ -253,114 +289,148 @@ func gSwiGLUBack[F gfloat](dg, du, dh, g, u []F) {
 	gParallel(len(dh), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			x := g[i]
-			sig := 1 / (1 + F(math.Exp(float64(-x))))
+			sig := 1 / (1 + gExp(-x))
 			du[i] = dh[i] * x * sig
 			dg[i] = dh[i] * u[i] * sig * (1 + x*(1-sig))
 		}
 	})
 }
 
+// attnScratch is one worker's per-head buffers for the attention GEMMs:
+// row-major [T, hd] copies and transposed [hd, T] copies (suffix T), so that
+// every product has T (not the head size) as its output width.
+type attnScratch[F gfloat] struct{ qh, kh, vh, doh, qT, kT, vT, doT, oT, dqT, dkT, dvT, dp []F }
+
+func (s *attnScratch[F]) ensure(T, hd int) {
+	n := T * hd
+	s.qh, s.kh, s.vh, s.doh = grow(s.qh, n), grow(s.kh, n), grow(s.vh, n), grow(s.doh, n)
+	s.qT, s.kT, s.vT, s.doT, s.oT = grow(s.qT, n), grow(s.kT, n), grow(s.vT, n), grow(s.doT, n), grow(s.oT, n)
+	s.dqT, s.dkT, s.dvT, s.dp = grow(s.dqT, n), grow(s.dkT, n), grow(s.dvT, n), grow(s.dp, T*T)
+}
+
+// attnScratches returns one scratch per core, grown for T and hd.
+func attnScratches[F gfloat](ss []attnScratch[F], T, hd int) []attnScratch[F] {
+	if n := runtime.GOMAXPROCS(0); len(ss) < n {
+		ss = append(ss, make([]attnScratch[F], n-len(ss))...)
+	}
+	for i := range ss {
+		ss[i].ensure(T, hd)
+	}
+	return ss
+}
+
+// gather copies head h (columns [h*hd, (h+1)*hd)) of rows [r0, r0+T) of x
+// (row width w) into dst [T, hd] and, when dstT is non-nil, into dstT [hd, T].
+func gather[F gfloat](dst, dstT, x []F, r0, T, w, h, hd int) {
+	for t := 0; t < T; t++ {
+		src := x[(r0+t)*w+h*hd : (r0+t)*w+(h+1)*hd]
+		if dst != nil {
+			copy(dst[t*hd:(t+1)*hd], src)
+		}
+		if dstT != nil {
+			for i, v := range src {
+				dstT[i*T+t] = v
+			}
+		}
+	}
+}
+
+// scatterT writes srcT [hd, T] into head h of rows [r0, r0+T) of x.
+func scatterT[F gfloat](x, srcT []F, r0, T, w, h, hd int) {
+	for t := 0; t < T; t++ {
+		dst := x[(r0+t)*w+h*hd : (r0+t)*w+(h+1)*hd]
+		for i := range dst {
+			dst[i] = srcT[i*T+t]
+		}
+	}
+}
+
 // gAttention is causal GQA attention, q [B*T, heads*hd], k and v
 // [B*T, kv*hd], out [B*T, heads*hd]; it stores the softmax probabilities in
-// probs [B, heads, T, T] (zero above the diagonal).
-func gAttention[F gfloat](out, probs, q, k, v []F, B, T, heads, kv, hd int) {
+// probs [B, heads, T, T] (zero above the diagonal). Per (sequence, kv head)
+// the products S = Q·Kᵀ and Oᵀ = Vᵀ·Pᵀ run as GEMMs on head-contiguous copies.
+func gAttention[F gfloat](out, probs, q, k, v []F, B, T, heads, kv, hd int, scr []attnScratch[F]) {
 	group := heads / kv
 	qs, ks := heads*hd, kv*hd
 	scale := F(1 / math.Sqrt(float64(hd)))
-	gParallel(B*heads, func(lo, hi int) {
+	gParallelW(B*kv, func(w, lo, hi int) {
+		sc := &scr[w]
 		for job := lo; job < hi; job++ {
-			b, h := job/heads, job%heads
-			kh := h / group
-			for t := 0; t < T; t++ {
-				qv := q[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
-				row := probs[((b*heads+h)*T+t)*T : ((b*heads+h)*T+t+1)*T]
-				clear(row[t+1:])
-				a := row[:t+1]
-				mx := F(math.Inf(-1))
-				for s := 0; s <= t; s++ {
-					kr := k[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-					var d F
-					for i, x := range qv {
-						d += x * kr[i]
+			b, kh := job/kv, job%kv
+			gather(sc.kh, nil, k, b*T, T, ks, kh, hd)
+			gather(nil, sc.vT, v, b*T, T, ks, kh, hd)
+			for h := kh * group; h < (kh+1)*group; h++ {
+				gather(sc.qh, nil, q, b*T, T, qs, h, hd)
+				P := probs[(b*heads+h)*T*T : (b*heads+h+1)*T*T]
+				gMatMulT(P, sc.qh, sc.kh, T, T, hd, false)
+				for t := 0; t < T; t++ {
+					row := P[t*T : (t+1)*T]
+					clear(row[t+1:])
+					a := row[:t+1]
+					mx := F(math.Inf(-1))
+					for s := range a {
+						a[s] *= scale
+						mx = max(mx, a[s])
 					}
-					d *= scale
-					a[s] = d
-					mx = max(mx, d)
-				}
-				var sum F
-				for s, x := range a {
-					e := F(math.Exp(float64(x - mx)))
-					a[s] = e
-					sum += e
-				}
-				inv := 1 / sum
-				o := out[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
-				clear(o)
-				for s := range a {
-					a[s] *= inv
-					p := a[s]
-					vr := v[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-					for i, x := range vr {
-						o[i] += p * x
+					var sum F
+					for s, x := range a {
+						e := gExp(x - mx)
+						a[s] = e
+						sum += e
+					}
+					inv := 1 / sum
+					for s := range a {
+						a[s] *= inv
 					}
 				}
+				gMatMulT(sc.oT, sc.vT, P, hd, T, T, false)
+				scatterT(out, sc.oT, b*T, T, qs, h, hd)
 			}
 		}
 	})
 }
 
 // gAttentionBack writes dq, dk, dv (overwriting) from dout and the stored
-// probabilities. tmp needs T values per core-job (len ≥ B*kv*T is enough).
-// Work is split by (sequence, kv head) so the heads that share a kv head
-// accumulate into dk, dv without races.
-func gAttentionBack[F gfloat](dq, dk, dv, dout, probs, q, k, v []F, B, T, heads, kv, hd int, tmp []F) {
+// probabilities. Work is split by (sequence, kv head) so the heads that share
+// a kv head accumulate dK, dV without races:
+// dP = dO·Vᵀ, dVᵀ += dOᵀ·P, dS = P⊙(dP − rowsum(P⊙dP))·scale, dQᵀ = Kᵀ·dSᵀ,
+// dKᵀ += Qᵀ·dS.
+func gAttentionBack[F gfloat](dq, dk, dv, dout, probs, q, k, v []F, B, T, heads, kv, hd int, scr []attnScratch[F]) {
 	group := heads / kv
 	qs, ks := heads*hd, kv*hd
 	scale := F(1 / math.Sqrt(float64(hd)))
-	gParallel(B*kv, func(lo, hi int) {
+	gParallelW(B*kv, func(w, lo, hi int) {
+		sc := &scr[w]
 		for job := lo; job < hi; job++ {
 			b, kh := job/kv, job%kv
-			dp := tmp[job*T : (job+1)*T]
-			for s := 0; s < T; s++ {
-				clear(dk[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd])
-				clear(dv[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd])
-			}
+			gather(nil, sc.kT, k, b*T, T, ks, kh, hd)
+			gather(sc.vh, nil, v, b*T, T, ks, kh, hd)
+			clear(sc.dkT)
+			clear(sc.dvT)
 			for h := kh * group; h < (kh+1)*group; h++ {
+				gather(nil, sc.qT, q, b*T, T, qs, h, hd)
+				gather(sc.doh, sc.doT, dout, b*T, T, qs, h, hd)
+				P := probs[(b*heads+h)*T*T : (b*heads+h+1)*T*T]
+				gMatMulT(sc.dp, sc.doh, sc.vh, T, T, hd, false)
+				gMatMul(sc.dvT, sc.doT, P, hd, T, T, true)
 				for t := 0; t < T; t++ {
-					p := probs[((b*heads+h)*T+t)*T : ((b*heads+h)*T+t)*T+t+1]
-					do := dout[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
-					// dP = dO·vᵀ, dv += Pᵀ·dO
+					p := P[t*T : t*T+t+1]
+					dp := sc.dp[t*T : (t+1)*T]
 					var dot F
-					for s := 0; s <= t; s++ {
-						vr := v[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-						dvr := dv[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-						var d F
-						ps := p[s]
-						for i, x := range do {
-							d += x * vr[i]
-							dvr[i] += ps * x
-						}
-						dp[s] = d
-						dot += ps * d
+					for s, x := range p {
+						dot += x * dp[s]
 					}
-					// softmax backward: dS = P⊙(dP − Σ P·dP), then scale.
-					qv := q[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
-					dqv := dq[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
-					clear(dqv)
-					for s := 0; s <= t; s++ {
-						ds := p[s] * (dp[s] - dot) * scale
-						if ds == 0 {
-							continue
-						}
-						kr := k[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-						dkr := dk[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-						for i := range dqv {
-							dqv[i] += ds * kr[i]
-							dkr[i] += ds * qv[i]
-						}
+					for s, x := range p {
+						dp[s] = x * (dp[s] - dot) * scale
 					}
+					clear(dp[t+1:])
 				}
+				gMatMulT(sc.dqT, sc.kT, sc.dp, hd, T, T, false)
+				gMatMul(sc.dkT, sc.qT, sc.dp, hd, T, T, true)
+				scatterT(dq, sc.dqT, b*T, T, qs, h, hd)
 			}
+			scatterT(dk, sc.dkT, b*T, T, ks, kh, hd)
+			scatterT(dv, sc.dvT, b*T, T, ks, kh, hd)
 		}
 	})
 }
@@ -386,15 +456,18 @@ func gCrossEntropy[F gfloat](logits []F, targets []int32, rows, V int, scale F) 
 				for _, x := range row[1:] {
 					mx = max(mx, x)
 				}
-				var sum float64
-				for _, x := range row {
-					sum += math.Exp(float64(x - mx))
-				}
-				lse := float64(mx) + math.Log(sum)
 				tg := int(targets[r])
-				nll += lse - float64(row[tg])
+				xt := row[tg]
+				var sum float64
 				for i, x := range row {
-					row[i] = F(math.Exp(float64(x)-lse)) * scale
+					e := gExp(x - mx)
+					row[i] = e
+					sum += float64(e)
+				}
+				nll += float64(mx) + math.Log(sum) - float64(xt)
+				k := F(1/sum) * scale
+				for i := range row {
+					row[i] *= k
 				}
 				row[tg] -= scale
 			}

@@ -17,7 +17,7 @@ const (
 	fdAbs = 1e-8
 )
 
-func randVec(rng *rand.Rand, n int, scale float64) []float64 {
+func gRandVec(rng *rand.Rand, n int, scale float64) []float64 {
 	v := make([]float64, n)
 	for i := range v {
 		v[i] = rng.NormFloat64() * scale
@@ -25,7 +25,7 @@ func randVec(rng *rand.Rand, n int, scale float64) []float64 {
 	return v
 }
 
-func dot64(a, b []float64) float64 {
+func gDot64(a, b []float64) float64 {
 	var s float64
 	for i := range a {
 		s += a[i] * b[i]
@@ -33,8 +33,8 @@ func dot64(a, b []float64) float64 {
 	return s
 }
 
-// checkFD compares grad with central differences of f over every element of x.
-func checkFD(t *testing.T, what string, x, grad []float64, f func() float64) {
+// gCheckFD compares grad with central differences of f over every element of x.
+func gCheckFD(t *testing.T, what string, x, grad []float64, f func() float64) {
 	t.Helper()
 	worst := 0.0
 	for i := range x {
@@ -57,21 +57,21 @@ func checkFD(t *testing.T, what string, x, grad []float64, f func() float64) {
 func TestGradRMSNorm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	rows, dim := 3, 8
-	x := randVec(rng, rows*dim, 1)
-	w := randVec(rng, dim, 1)
-	R := randVec(rng, rows*dim, 1)
+	x := gRandVec(rng, rows*dim, 1)
+	w := gRandVec(rng, dim, 1)
+	R := gRandVec(rng, rows*dim, 1)
 	y := make([]float64, rows*dim)
 	r := make([]float64, rows)
 	f := func() float64 {
 		gRMSNorm(y, r, x, w, rows, dim, 1e-5)
-		return dot64(y, R)
+		return gDot64(y, R)
 	}
 	f()
 	dx := make([]float64, rows*dim)
 	dw := make([]float64, dim)
 	gRMSNormBack(dx, dw, R, x, r, w, rows, dim)
-	checkFD(t, "dx", x, dx, f)
-	checkFD(t, "dw", w, dw, f)
+	gCheckFD(t, "dx", x, dx, f)
+	gCheckFD(t, "dw", w, dw, f)
 }
 
 func TestGradRope(t *testing.T) {
@@ -79,17 +79,17 @@ func TestGradRope(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
 		B, T, heads, hd := 2, 5, 3, 6
 		rope := newGRope[float64](hd, T, 10000, inter)
-		x := randVec(rng, B*T*heads*hd, 1)
-		R := randVec(rng, len(x), 1)
+		x := gRandVec(rng, B*T*heads*hd, 1)
+		R := gRandVec(rng, len(x), 1)
 		y := make([]float64, len(x))
 		f := func() float64 {
 			copy(y, x)
 			rope.apply(y, B, T, heads, 1)
-			return dot64(y, R)
+			return gDot64(y, R)
 		}
 		dx := append([]float64(nil), R...)
 		rope.apply(dx, B, T, heads, -1)
-		checkFD(t, "rope dx", x, dx, f)
+		gCheckFD(t, "rope dx", x, dx, f)
 	}
 }
 
@@ -118,39 +118,39 @@ func TestGradRopeMatchesForward(t *testing.T) {
 func TestGradSwiGLU(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	n := 20
-	g := randVec(rng, n, 2)
-	u := randVec(rng, n, 1)
-	R := randVec(rng, n, 1)
+	g := gRandVec(rng, n, 2)
+	u := gRandVec(rng, n, 1)
+	R := gRandVec(rng, n, 1)
 	h := make([]float64, n)
-	f := func() float64 { gSwiGLU(h, g, u); return dot64(h, R) }
+	f := func() float64 { gSwiGLU(h, g, u); return gDot64(h, R) }
 	dg := make([]float64, n)
 	du := make([]float64, n)
 	gSwiGLUBack(dg, du, R, g, u)
-	checkFD(t, "dg", g, dg, f)
-	checkFD(t, "du", u, du, f)
+	gCheckFD(t, "dg", g, dg, f)
+	gCheckFD(t, "du", u, du, f)
 }
 
 func TestGradAttention(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	B, T, heads, kv, hd := 2, 5, 4, 2, 4
-	q := randVec(rng, B*T*heads*hd, 1)
-	k := randVec(rng, B*T*kv*hd, 1)
-	v := randVec(rng, B*T*kv*hd, 1)
-	R := randVec(rng, len(q), 1)
+	q := gRandVec(rng, B*T*heads*hd, 1)
+	k := gRandVec(rng, B*T*kv*hd, 1)
+	v := gRandVec(rng, B*T*kv*hd, 1)
+	R := gRandVec(rng, len(q), 1)
 	out := make([]float64, len(q))
 	probs := make([]float64, B*heads*T*T)
 	f := func() float64 {
-		gAttention(out, probs, q, k, v, B, T, heads, kv, hd)
-		return dot64(out, R)
+		gAttention(out, probs, q, k, v, B, T, heads, kv, hd, attnScratches[float64](nil, T, hd))
+		return gDot64(out, R)
 	}
 	f()
 	dq := make([]float64, len(q))
 	dk := make([]float64, len(k))
 	dv := make([]float64, len(v))
-	gAttentionBack(dq, dk, dv, R, probs, q, k, v, B, T, heads, kv, hd, make([]float64, B*kv*T))
-	checkFD(t, "dq", q, dq, f)
-	checkFD(t, "dk", k, dk, f)
-	checkFD(t, "dv", v, dv, f)
+	gAttentionBack(dq, dk, dv, R, probs, q, k, v, B, T, heads, kv, hd, attnScratches[float64](nil, T, hd))
+	gCheckFD(t, "dq", q, dq, f)
+	gCheckFD(t, "dk", k, dk, f)
+	gCheckFD(t, "dv", v, dv, f)
 
 	// causal: the output at position 0 depends on nothing later.
 	f()
@@ -181,7 +181,7 @@ func TestGradAttentionMatchesForward(t *testing.T) {
 	a := make([]float32, len(q))
 	b := make([]float32, len(q))
 	Attention(a, q, k, v, B, T, heads, kv, hd, nil)
-	gAttention(b, make([]float32, B*heads*T*T), q, k, v, B, T, heads, kv, hd)
+	gAttention(b, make([]float32, B*heads*T*T), q, k, v, B, T, heads, kv, hd, attnScratches[float32](nil, T, hd))
 	for i := range a {
 		if math.Abs(float64(a[i]-b[i])) > 1e-5 {
 			t.Fatalf("element %d: forward %g, training path %g", i, a[i], b[i])
@@ -192,7 +192,7 @@ func TestGradAttentionMatchesForward(t *testing.T) {
 func TestGradCrossEntropy(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
 	rows, V := 5, 7
-	x := randVec(rng, rows*V, 2)
+	x := gRandVec(rng, rows*V, 2)
 	tg := make([]int32, rows)
 	for i := range tg {
 		tg[i] = int32(rng.IntN(V))
@@ -205,7 +205,7 @@ func TestGradCrossEntropy(t *testing.T) {
 	}
 	f()
 	grad := append([]float64(nil), buf...)
-	checkFD(t, "dlogits", x, grad, f)
+	gCheckFD(t, "dlogits", x, grad, f)
 }
 
 // TestGradMatMul checks the float32 kernel paths (split over the cores)
@@ -241,7 +241,22 @@ func TestGradMatMul(t *testing.T) {
 	gMatMul(c64, a64, b64, m, n, k, false)
 	cmp("MatMul", c32, c64)
 	a32, a64 = mk(k * m)
-	gMatMulTN(c32, a32, b32, m, n, k, true, make([]float32, m*n))
+	gMatMulTN(c32, a32, b32, m, n, k, true, make([]float32, m*k))
 	gMatMulTN(c64, a64, b64, m, n, k, true, nil)
 	cmp("MatMulTN", c32, c64)
+}
+
+func TestExpf(t *testing.T) {
+	worst := 0.0
+	for x := float32(-87); x < 88; x += 0.01234 {
+		got, want := float64(gExpf32(x)), math.Exp(float64(x))
+		worst = max(worst, math.Abs(got-want)/want)
+	}
+	if worst > 3e-7 {
+		t.Fatalf("expf relative error %.3g", worst)
+	}
+	if gExpf32(-100) != 0 || !math.IsInf(float64(gExpf32(100)), 1) || gExpf32(0) != 1 {
+		t.Fatalf("expf limits: %g %g %g", gExpf32(-100), gExpf32(100), gExpf32(0))
+	}
+	t.Logf("expf worst relative error %.3g", worst)
 }

@@ -54,8 +54,8 @@ func gradTestModel(c Config, seed uint64) *Model {
 	return m
 }
 
-// setRandomSoft gives every linear a soft mask with entries in (0.05, 1).
-func setRandomSoft(m *Model, seed uint64) {
+// gSetRandomSoft gives every linear a soft mask with entries in (0.05, 1).
+func gSetRandomSoft(m *Model, seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	for _, l := range m.Linears() {
 		l.Soft = make([]float32, l.Out*l.In)
@@ -65,7 +65,7 @@ func setRandomSoft(m *Model, seed uint64) {
 	}
 }
 
-func randTokens(n, vocab int, seed uint64) []int32 {
+func gRandTokens(n, vocab int, seed uint64) []int32 {
 	rng := rand.New(rand.NewPCG(seed, 3))
 	t := make([]int32, n)
 	for i := range t {
@@ -87,9 +87,9 @@ func TestGradModelSoft(t *testing.T) {
 	for ci, c := range gradTestConfigs {
 		t.Run(fmt.Sprintf("config%d", ci), func(t *testing.T) {
 			m := gradTestModel(c, uint64(ci+1))
-			setRandomSoft(m, uint64(ci+10))
+			gSetRandomSoft(m, uint64(ci+10))
 			B, T := 2, 5
-			tokens := randTokens(B*(T+1), c.Vocab, uint64(ci))
+			tokens := gRandTokens(B*(T+1), c.Vocab, uint64(ci))
 			n, err := newGNet[float64](m, T)
 			if err != nil {
 				t.Fatal(err)
@@ -122,19 +122,19 @@ func TestGradModelSoft(t *testing.T) {
 			}
 			for li := range n.layers {
 				for j, l := range n.layers[li].lins() {
-					checkFD(t, "soft "+l.name, l.soft, soft[li*7+j], f)
-					checkFD(t, "W "+l.name, l.w, wcopy[l.name], f)
+					gCheckFD(t, "soft "+l.name, l.soft, soft[li*7+j], f)
+					gCheckFD(t, "W "+l.name, l.w, wcopy[l.name], f)
 					if l.b != nil {
-						checkFD(t, "b "+l.name, l.b, wcopy[l.bname], f)
+						gCheckFD(t, "b "+l.name, l.b, wcopy[l.bname], f)
 					}
 				}
-				checkFD(t, "attn norm", n.layers[li].attnNorm, wcopy[GradNameAttnNorm(li)], f)
-				checkFD(t, "ffn norm", n.layers[li].ffnNorm, wcopy[GradNameFFNNorm(li)], f)
+				gCheckFD(t, "attn norm", n.layers[li].attnNorm, wcopy[GradNameAttnNorm(li)], f)
+				gCheckFD(t, "ffn norm", n.layers[li].ffnNorm, wcopy[GradNameFFNNorm(li)], f)
 			}
-			checkFD(t, "norm", n.norm, wcopy[GradNameNorm], f)
-			checkFD(t, "embed", n.embed, wcopy[GradNameEmbed], f)
+			gCheckFD(t, "norm", n.norm, wcopy[GradNameNorm], f)
+			gCheckFD(t, "embed", n.embed, wcopy[GradNameEmbed], f)
 			if !c.Tied {
-				checkFD(t, "output", n.out, wcopy[m.Output.Name], f)
+				gCheckFD(t, "output", n.out, wcopy[m.Output.Name], f)
 			}
 		})
 	}
@@ -153,7 +153,7 @@ func TestGradModelHardMask(t *testing.T) {
 		l.Mask = mk
 	}
 	B, T := 2, 4
-	tokens := randTokens(B*(T+1), c.Vocab, 8)
+	tokens := gRandTokens(B*(T+1), c.Vocab, 8)
 	n, err := newGNet[float64](m, T)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +170,7 @@ func TestGradModelHardMask(t *testing.T) {
 			t.Fatalf("pruned weight %d has gradient %g", i, g[i])
 		}
 	}
-	checkFD(t, "masked W", l.w, g, func() float64 {
+	gCheckFD(t, "masked W", l.w, g, func() float64 {
 		v, err := gLossGrad(context.Background(), n, tokens, B, T, GradOptions{}, ws, nil, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -185,9 +185,9 @@ func TestGradModelHardMask(t *testing.T) {
 func TestLossGradMatchesForward(t *testing.T) {
 	for ci, c := range gradTestConfigs {
 		m := gradTestModel(c, uint64(ci+20))
-		setRandomSoft(m, uint64(ci+30))
+		gSetRandomSoft(m, uint64(ci+30))
 		B, T := 3, 7
-		tokens := randTokens(B*(T+1), c.Vocab, uint64(ci+40))
+		tokens := gRandTokens(B*(T+1), c.Vocab, uint64(ci+40))
 		inp := make([]int32, 0, B*T)
 		for b := 0; b < B; b++ {
 			inp = append(inp, tokens[b*(T+1):b*(T+1)+T]...)

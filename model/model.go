@@ -155,39 +155,8 @@ func (l *Linear) Forward(y, x []float32, rows int) {
 // workers is the number of goroutines the forward pass splits work into.
 func workers() int { return runtime.GOMAXPROCS(0) }
 
-// matMulT is kernel.MatMulT split over the cores: by rows of x when there are
-// several, by rows of w (output features) for a single row.
-func matMulT(c, a, b []float32, m, n, k int) {
-	nw := workers()
-	if nw <= 1 || int64(m)*int64(n)*int64(k) < 1<<16 {
-		kernel.MatMulT(c, a, b, m, n, k, false)
-		return
-	}
-	var wg sync.WaitGroup
-	if m >= 2*nw || m >= 16 {
-		chunk := (m + nw - 1) / nw
-		for r0 := 0; r0 < m; r0 += chunk {
-			r1 := min(r0+chunk, m)
-			wg.Go(func() { kernel.MatMulT(c[r0*n:r1*n], a[r0*k:r1*k], b, r1-r0, n, k, false) })
-		}
-		wg.Wait()
-		return
-	}
-	if m == 1 {
-		chunk := (n + nw - 1) / nw
-		for j0 := 0; j0 < n; j0 += chunk {
-			j1 := min(j0+chunk, n)
-			wg.Go(func() { kernel.MatMulT(c[j0:j1], a, b[j0*k:j1*k], 1, j1-j0, k, false) })
-		}
-		wg.Wait()
-		return
-	}
-	// few rows: one goroutine per row block of 1
-	for r := 0; r < m; r++ {
-		wg.Go(func() { kernel.MatMulT(c[r*n:(r+1)*n], a[r*k:(r+1)*k], b, 1, n, k, false) })
-	}
-	wg.Wait()
-}
+// matMulT is kernel.MatMulT, which splits large products over the cores itself.
+func matMulT(c, a, b []float32, m, n, k int) { kernel.MatMulT(c, a, b, m, n, k, false) }
 
 // Layer is one decoder block.
 type Layer struct {

@@ -3,6 +3,8 @@ package model
 import (
 	"math"
 	"sync"
+
+	"github.com/sparsify/sparsify/kernel"
 )
 
 // RMSNorm writes out[r] = x[r] / sqrt(mean(x[r]²) + eps) ⊙ w for each of rows
@@ -106,7 +108,7 @@ func Softmax(x []float32) {
 	}
 	var sum float32
 	for i, v := range x {
-		e := float32(math.Exp(float64(v - mx)))
+		e := fastExp(v - mx)
 		x[i] = e
 		sum += e
 	}
@@ -117,7 +119,7 @@ func Softmax(x []float32) {
 }
 
 // SiLU is x·σ(x).
-func SiLU(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
+func SiLU(x float32) float32 { return x / (1 + fastExp(-x)) }
 
 // SwiGLU writes out[i] = SiLU(gate[i]) · up[i] (out may alias gate or up).
 func SwiGLU(out, gate, up []float32) {
@@ -131,49 +133,60 @@ func SwiGLU(out, gate, up []float32) {
 // head h reads key/value head h/(heads/kvHeads). Scores are scaled by
 // 1/sqrt(hd). When probs is non-nil ([B, heads, T, T]) the softmax
 // probabilities are stored there (zero above the diagonal), for a backward
-// pass. The (b, h) pairs are split over the cores.
+// pass. The (b, h) pairs are split over the cores; each computes blocks of
+// query rows with the GEMM kernels (scores Q·Kᵀ, then P·V), skipping the
+// blocks above the diagonal.
 func Attention(out, q, k, v []float32, B, T, heads, kvHeads, hd int, probs []float32) {
 	group := heads / kvHeads
 	qs, ks := heads*hd, kvHeads*hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	jobs := B * heads
 	nw := min(workers(), jobs)
+	const blk = 64
 	var wg sync.WaitGroup
 	for w := 0; w < nw; w++ {
 		wg.Go(func() {
-			var att []float32
-			if probs == nil {
-				att = make([]float32, T)
-			}
+			qh := make([]float32, T*hd)
+			kh := make([]float32, T*hd)
+			vh := make([]float32, T*hd)
+			oh := make([]float32, blk*hd)
+			sc := make([]float32, blk*T)
+			lastKV := -1
 			for job := w; job < jobs; job += nw {
 				b, h := job/heads, job%heads
-				kh := h / group
+				if kvj := b*kvHeads + h/group; kvj != lastKV { // gather this kv head once per group
+					lastKV = kvj
+					kvh := h / group
+					for t := 0; t < T; t++ {
+						copy(kh[t*hd:(t+1)*hd], k[(b*T+t)*ks+kvh*hd:])
+						copy(vh[t*hd:(t+1)*hd], v[(b*T+t)*ks+kvh*hd:])
+					}
+				}
 				for t := 0; t < T; t++ {
-					qv := q[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
-					var a []float32
-					if probs != nil {
-						row := probs[((b*heads+h)*T+t)*T : ((b*heads+h)*T+t+1)*T]
-						clear(row[t+1:])
-						a = row[:t+1]
-					} else {
-						a = att[:t+1]
-					}
-					for s := 0; s <= t; s++ {
-						kv := k[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-						var d float32
-						for i, x := range qv {
-							d += x * kv[i]
+					copy(qh[t*hd:(t+1)*hd], q[(b*T+t)*qs+h*hd:])
+				}
+				for t0 := 0; t0 < T; t0 += blk {
+					t1 := min(t0+blk, T)
+					m, n := t1-t0, t1 // rows t0..t1-1 see keys 0..t1-1
+					s := sc[:m*n]
+					kernel.MatMulT(s, qh[t0*hd:t1*hd], kh, m, n, hd, false)
+					for i := 0; i < m; i++ {
+						row := s[i*n : (i+1)*n]
+						vis := t0 + i + 1
+						for j := range row[:vis] {
+							row[j] *= scale
 						}
-						a[s] = d * scale
-					}
-					Softmax(a)
-					o := out[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
-					clear(o)
-					for s, p := range a {
-						vv := v[(b*T+s)*ks+kh*hd : (b*T+s)*ks+(kh+1)*hd]
-						for i, x := range vv {
-							o[i] += p * x
+						Softmax(row[:vis])
+						clear(row[vis:])
+						if probs != nil {
+							pr := probs[((b*heads+h)*T+t0+i)*T : ((b*heads+h)*T+t0+i+1)*T]
+							copy(pr, row)
+							clear(pr[n:])
 						}
+					}
+					kernel.MatMul(oh[:m*hd], s, vh[:n*hd], m, hd, n, false)
+					for i := 0; i < m; i++ {
+						copy(out[(b*T+t0+i)*qs+h*hd:(b*T+t0+i)*qs+(h+1)*hd], oh[i*hd:(i+1)*hd])
 					}
 				}
 			}

@@ -89,7 +89,7 @@ func NLL(logits []float32, target int32) float64 {
 	}
 	var sum float64
 	for _, v := range logits {
-		sum += math.Exp(float64(v - mx))
+		sum += float64(fastExp(v - mx))
 	}
 	return math.Log(sum) - float64(logits[target]-mx)
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sparsify/sparsify/internal/testutil"
@@ -101,5 +102,48 @@ func TestStoriesPerplexity(t *testing.T) {
 	}
 	if math.Abs(ppl-7.09)/7.09 > 0.01 {
 		t.Fatalf("perplexity %.4f, want 7.09 ± 1%%", ppl)
+	}
+}
+
+func TestStoriesGenerate(t *testing.T) {
+	m, tok := loadStories(t)
+	// The KV-cache path must give the full forward pass's logits.
+	ids := tok.Encode("Once upon a time, there was a little", true)
+	T := len(ids)
+	V := m.Config.Vocab
+	full := make([]float32, T*V)
+	if err := m.Forward(context.Background(), ids, 1, T, full); err != nil {
+		t.Fatal(err)
+	}
+	s := m.NewSession(T)
+	lg := make([]float32, V)
+	if err := s.Step(ids[:3], lg); err != nil {
+		t.Fatal(err)
+	}
+	for i := 3; i < T; i++ {
+		if err := s.Step(ids[i:i+1], lg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	near(t, "cached logits", lg, full[(T-1)*V:], 1e-4)
+
+	var text string
+	out, err := Generate(context.Background(), m, tok, "Once upon a time", 60, NewSampler(0, 0), func(s string) { text += s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("greedy: Once upon a time%s", text)
+	if len(out) < 20 {
+		t.Fatalf("generated %d tokens: %q", len(out), text)
+	}
+	// fluent: mostly dictionary-looking words separated by spaces
+	words := 0
+	for _, w := range strings.Fields(text) {
+		if len(strings.Trim(w, ".,!?\"'")) > 0 {
+			words++
+		}
+	}
+	if words < 10 {
+		t.Fatalf("generated text has %d words: %q", words, text)
 	}
 }

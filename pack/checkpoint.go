@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 
 	"github.com/sparsify/sparsify/format"
 	"github.com/sparsify/sparsify/format/gguf"
@@ -172,4 +174,74 @@ func HashFile(path string) (File, error) {
 		return File{}, fmt.Errorf("hashing %s: %w", path, err)
 	}
 	return File{Name: filepath.Base(path), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// rawFiles opens tensor bytes with pread on the stored file when the
+// TensorInfo locates them (a plain safetensors or GGUF file), so that
+// streaming a checkpoint does not grow the process's resident memory the way
+// reading through a memory mapping does; anything else (expanded packed
+// weights, .zst shards) is read through the Source. Safe for concurrent use.
+type rawFiles struct {
+	src   format.Source
+	mu    sync.Mutex
+	files map[string]*os.File
+	sizes map[string]int64
+}
+
+func newRawFiles(src format.Source) *rawFiles {
+	return &rawFiles{src: src, files: map[string]*os.File{}, sizes: map[string]int64{}}
+}
+
+func (r *rawFiles) open(ti format.TensorInfo) (io.ReadCloser, error) {
+	if ti.File == "" || ti.Offset < 0 || strings.HasSuffix(ti.File, ".zst") {
+		return r.src.Open(ti.Name)
+	}
+	r.mu.Lock()
+	f, ok := r.files[ti.File]
+	if !ok {
+		var err error
+		if f, err = os.Open(ti.File); err == nil {
+			if st, serr := f.Stat(); serr == nil && st.Mode().IsRegular() {
+				r.files[ti.File], r.sizes[ti.File] = f, st.Size()
+			} else {
+				f.Close()
+				f = nil
+			}
+		} else {
+			f = nil
+		}
+		if f == nil {
+			r.files[ti.File] = nil
+		}
+	}
+	size := r.sizes[ti.File]
+	r.mu.Unlock()
+	if f == nil || ti.Offset+ti.Size > size {
+		return r.src.Open(ti.Name)
+	}
+	return io.NopCloser(io.NewSectionReader(f, ti.Offset, ti.Size)), nil
+}
+
+func (r *rawFiles) readAll(ti format.TensorInfo) ([]byte, error) {
+	rc, err := r.open(ti)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	buf := make([]byte, ti.Size)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		return nil, &format.FormatError{File: ti.File, Tensor: ti.Name, Offset: ti.Offset, Msg: fmt.Sprintf("reading %d bytes: %v", ti.Size, err)}
+	}
+	return buf, nil
+}
+
+func (r *rawFiles) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range r.files {
+		if f != nil {
+			f.Close()
+		}
+	}
+	r.files = map[string]*os.File{}
 }

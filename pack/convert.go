@@ -37,7 +37,7 @@ var ErrNotSparse = fmt.Errorf("%w: weight is not sparse where the layout needs i
 // Options configure Convert. The zero value converts to the input's own
 // format, dtypes kept, nothing pruned.
 type Options struct {
-	To       string       // "safetensors", "gguf" or "" (the input's format)
+	To       string       // "safetensors", "gguf" or "" (by OUT's name and the layout, else the input's format)
 	DType    string       // "keep" (or ""), "f32", "f16", "bf16"
 	Method   MaskSource   // nil: no mask is chosen (--method none)
 	Pattern  mask.Pattern // zero: 2:4
@@ -103,6 +103,7 @@ func Convert(ctx context.Context, in, out string, opts Options) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
+	defer c.raw.close()
 	return c.run()
 }
 
@@ -124,15 +125,36 @@ type converter struct {
 	bytesIn  atomic.Int64
 	cfg      llama.Config
 	sparseIn string
+	raw      *rawFiles
+	written  *Manifest // the manifest written, nil if none
+	// denseWarned counts "stored masked-dense" warnings.
+	denseWarned int
 }
+
+// maxDenseWarnings bounds the "stored masked-dense" lines printed; the
+// manifest keeps every one.
+const maxDenseWarnings = 3
 
 func (c *converter) warn(format string, args ...any) {
 	s := fmt.Sprintf(format, args...)
 	c.logMu.Lock()
 	defer c.logMu.Unlock()
 	c.warnings = append(c.warnings, s)
-	if c.opts.Log != nil {
-		fmt.Fprintf(c.opts.Log, "warning: %s\n", s)
+	if c.opts.Log == nil {
+		return
+	}
+	if strings.Contains(s, "stored masked-dense") {
+		c.denseWarned++
+		if c.denseWarned > maxDenseWarnings {
+			return
+		}
+	}
+	fmt.Fprintf(c.opts.Log, "warning: %s\n", s)
+}
+
+func (c *converter) flushWarnings() {
+	if c.opts.Log != nil && c.denseWarned > maxDenseWarnings {
+		fmt.Fprintf(c.opts.Log, "warning: ... and %d more weights stored masked-dense (listed in %s)\n", c.denseWarned-maxDenseWarnings, ManifestName)
 	}
 }
 
@@ -151,10 +173,10 @@ func parseOutDType(s string) (format.DType, bool, error) {
 }
 
 func newConverter(ctx context.Context, ck *Checkpoint, out string, opts Options) (*converter, error) {
-	c := &converter{ctx: ctx, ck: ck, src: ck.Source, out: out, opts: opts, cfg: ck.Arch, sparseIn: string(ck.Sparse)}
+	c := &converter{ctx: ctx, ck: ck, src: ck.Source, out: out, opts: opts, cfg: ck.Arch, sparseIn: string(ck.Sparse), raw: newRawFiles(ck.Source)}
 	c.to = opts.To
 	if c.to == "" {
-		c.to = ck.Kind
+		c.to = defaultTo(ck.Kind, out, opts.Layout, opts.Compress)
 	}
 	if c.to != KindSafetensors && c.to != KindGGUF {
 		return nil, fmt.Errorf("%w: --to %q (want safetensors or gguf)", ErrConvert, opts.To)
@@ -199,7 +221,24 @@ func newConverter(ctx context.Context, ck *Checkpoint, out string, opts Options)
 	if err := c.plan(); err != nil {
 		return nil, err
 	}
+	c.flushWarnings()
 	return c, nil
+}
+
+// defaultTo picks the output format when --to is not given: by OUT's name
+// (.gguf, .safetensors, a trailing slash), then safetensors for the packed
+// layouts and --compress (GGUF carries neither), else the input's own format.
+func defaultTo(inKind, out string, layout Layout, compress string) string {
+	switch {
+	case strings.HasSuffix(out, ".gguf"):
+		return KindGGUF
+	case strings.HasSuffix(out, ".safetensors"), strings.HasSuffix(out, ".safetensors.zst"),
+		strings.HasSuffix(out, "/"), strings.HasSuffix(out, string(os.PathSeparator)):
+		return KindSafetensors
+	case layout != "" && layout != Dense, compress != "":
+		return KindSafetensors
+	}
+	return inKind
 }
 
 // outName maps a tensor name into the output format's naming.
@@ -253,7 +292,10 @@ func (c *converter) plan() error {
 		if len(ti.Shape) == 2 {
 			p.rows, p.cols = int(ti.Shape[0]), int(ti.Shape[1])
 		}
-		p.target = c.targets.Match(ti.Name, ti.Shape)
+		// A target matters when a mask is chosen, when a packed layout is
+		// asked for, or when the weight was packed in the input (expanded).
+		expanded := c.ck.Sparse != "" && ti.Offset < 0
+		p.target = c.targets.Match(ti.Name, ti.Shape) && (c.opts.Method != nil || c.layout != Dense || expanded)
 		if p.target {
 			if tr.Quantized && p.outDT == ti.DType {
 				p.outDT = format.F32 // pruned weights are written dequantized
@@ -317,21 +359,6 @@ func (c *converter) run() (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Output: c.out, Format: c.to}
-	var man *Manifest
-	if c.sparse() {
-		tg, ig := c.targets.Patterns()
-		man = &Manifest{Format: ManifestFormat, Tool: c.opts.Tool, Layout: c.layout, Pattern: c.pattern.String(),
-			Method: Method{Name: "none"}, Targets: tg, Ignore: ig, OutputFormat: c.to, DType: c.opts.DType, Compress: c.opts.Compress}
-		if man.DType == "" {
-			man.DType = "keep"
-		}
-		if man.Ignore == nil {
-			man.Ignore = []string{}
-		}
-		if m := c.opts.Method; m != nil {
-			man.Method = Method{Name: m.Name(), Settings: m.Settings(), WeightsUpdated: m.Name() == "sparsegpt"}
-		}
-	}
 	tensors, err := c.tensors()
 	if err != nil {
 		return nil, err
@@ -346,7 +373,7 @@ func (c *converter) run() (*Result, error) {
 	if c.to == KindGGUF {
 		files, trs, err = c.writeGGUF(tensors, pr)
 	} else {
-		files, trs, err = c.writeSafetensors(tensors, pr, man)
+		files, trs, err = c.writeSafetensors(tensors, pr)
 	}
 	if err != nil {
 		return nil, err
@@ -363,9 +390,7 @@ func (c *converter) run() (*Result, error) {
 		}
 	}
 	res.Warnings = c.warnings
-	if man != nil {
-		res.Manifest = man
-	}
+	res.Manifest = c.written
 	_ = trs
 	return res, nil
 }
@@ -458,14 +483,18 @@ func (c *converter) tensors() ([]format.Tensor, error) {
 	for _, p := range c.plans {
 		ti := p.in
 		if p.pass {
-			t := format.Passthrough(c.src, ti)
-			t.Name = p.outName
-			inner := t.WriteTo
-			t.WriteTo = func(w io.Writer) (int64, error) {
-				n, err := inner(w)
-				c.bytesIn.Add(n)
-				return n, err
-			}
+			// format.Passthrough, reading with pread where possible
+			t := format.Tensor{Name: p.outName, DType: ti.DType, Shape: ti.Shape, Size: ti.Size,
+				WriteTo: func(w io.Writer) (int64, error) {
+					rc, err := c.raw.open(ti)
+					if err != nil {
+						return 0, err
+					}
+					defer rc.Close()
+					n, err := io.CopyN(w, rc, ti.Size)
+					c.bytesIn.Add(n)
+					return n, err
+				}}
 			ts = append(ts, t)
 			continue
 		}
@@ -529,7 +558,7 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 		return nil, err
 	}
 	ti := p.in
-	raw, _, err := format.ReadAll(c.src, ti.Name)
+	raw, err := c.raw.readAll(ti)
 	if err != nil {
 		return nil, err
 	}
@@ -538,11 +567,11 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 	out := raw
 	var m *mask.Mask
 	if p.prune || p.outDT != ti.DType {
+		weightsChanged := false
 		w := make([]float32, n)
 		if err := format.ToFloat32(ti.DType, raw, w); err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
 		}
-		raw = nil
 		if p.prune {
 			var nw []float32
 			m, nw, err = c.opts.Method.Mask(c.ctx, ti.Name, w, p.rows, p.cols, c.pattern)
@@ -559,7 +588,7 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 				if len(nw) != n {
 					return nil, fmt.Errorf("tensor %q: %s returned %d weights, want %d", ti.Name, c.opts.Method.Name(), len(nw), n)
 				}
-				w = nw
+				w, weightsChanged = nw, true
 			}
 			if c.masks != nil {
 				c.masksMu.Lock()
@@ -567,13 +596,19 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 				c.masksMu.Unlock()
 			}
 		}
-		sz, err := p.outDT.ByteSize(int64(n))
-		if err != nil {
-			return nil, err
-		}
-		out = make([]byte, sz)
-		if err := format.FromFloat32(p.outDT, w, out); err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		if m != nil && p.outDT == ti.DType && !weightsChanged {
+			// mask the stored bytes in place: kept values stay bit-exact
+			w = nil
+		} else {
+			raw = nil
+			sz, err := p.outDT.ByteSize(int64(n))
+			if err != nil {
+				return nil, err
+			}
+			out = make([]byte, sz)
+			if err := format.FromFloat32(p.outDT, w, out); err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+			}
 		}
 		if m != nil {
 			if err := ApplyMask(p.outDT, out, m); err != nil {
@@ -672,6 +707,12 @@ func density(dt format.DType, b []byte, m *mask.Mask) float64 {
 }
 
 func (c *converter) jobs() int {
+	// zstd shards decode forward only: read them in order, one tensor at a time
+	for _, f := range c.ck.Files {
+		if strings.HasSuffix(f, ".zst") {
+			return 1
+		}
+	}
 	if c.opts.Jobs > 0 {
 		return c.opts.Jobs
 	}
@@ -812,7 +853,7 @@ func (c *converter) saveMask() error {
 	return mask.WriteFile(c.opts.SaveMask, c.masks, meta)
 }
 
-func (c *converter) writeSafetensors(ts []format.Tensor, pr func(int64, int64), man *Manifest) ([]File, []safetensors.TensorResult, error) {
+func (c *converter) writeSafetensors(ts []format.Tensor, pr func(int64, int64)) ([]File, []safetensors.TensorResult, error) {
 	wo := safetensors.WriteOptions{MaxShardSize: c.opts.MaxShardSize, Jobs: c.jobs(), Compress: c.opts.Compress, Progress: pr}
 	if c.ck.Dir != nil {
 		wo.Metadata = c.ck.Dir.Metadata()
@@ -867,6 +908,10 @@ func (c *converter) writeSafetensors(ts []format.Tensor, pr func(int64, int64), 
 	switch {
 	case c.ck.Dir != nil:
 		if err := c.ck.Dir.CopyOtherFiles(tmp); err != nil {
+			return nil, nil, err
+		}
+		// the input's manifest describes the input, not this output
+		if err := os.Remove(filepath.Join(tmp, ManifestName)); err != nil && !os.IsNotExist(err) {
 			return nil, nil, err
 		}
 		if c.ck.Config != nil {
@@ -1001,6 +1046,7 @@ func (c *converter) manifest(files []File, ts []format.Tensor, trs []safetensors
 			m.Pruned = append(m.Pruned, *p.pruned)
 		}
 	}
+	c.written = m
 	return m, nil
 }
 
@@ -1026,6 +1072,7 @@ func (c *converter) bitmaskConfig(cj []byte) ([]byte, error) {
 			zeros += float64(p.rows*p.cols) * (1 - p.pruned.Density)
 		}
 	}
+	c.warnFusedMismatch(packed)
 	targets, ignore := packed, []string{}
 	if len(packed) == linear {
 		targets, ignore = []string{"Linear"}, []string{"lm_head"}
@@ -1093,4 +1140,30 @@ func dropSparsityConfig(cj []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, '\n'), nil
+}
+
+// warnFusedMismatch warns when vLLM's fused modules (q/k/v, gate/up) are
+// packed for some members only: vLLM loads a fused layer sparse only when
+// every member is (sparse-checkpoint-formats §3).
+func (c *converter) warnFusedMismatch(packed []string) {
+	set := map[string]bool{}
+	for _, m := range packed {
+		set[m] = true
+	}
+	for _, m := range packed {
+		for _, group := range [][]string{{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, {"mlp.gate_proj", "mlp.up_proj"}} {
+			for _, member := range group {
+				prefix, ok := strings.CutSuffix(m, member)
+				if !ok {
+					continue
+				}
+				for _, other := range group {
+					if !set[prefix+other] {
+						c.warn("%s is packed but %s is not: vLLM fuses them and loads the fused layer sparse only when all are", m, prefix+other)
+						return
+					}
+				}
+			}
+		}
+	}
 }

@@ -406,3 +406,100 @@ func TestTargets(t *testing.T) {
 		t.Error("bad regexp accepted")
 	}
 }
+
+func TestQwen2AndGGUFManifest(t *testing.T) {
+	dir := t.TempDir()
+	cfg := synth.Tiny()
+	cfg.Arch = "qwen2"
+	hf := filepath.Join(dir, "hf")
+	if err := synth.WriteHF(hf, cfg, 4); err != nil {
+		t.Fatal(err)
+	}
+	g := filepath.Join(dir, "q.gguf")
+	mustConvert(t, hf, g, Options{})
+	gt, _ := tensorsOf(t, g)
+	ht, _ := tensorsOf(t, hf)
+	// qwen2: no permutation, biases mapped
+	if !bytes.Equal(gt["blk.0.attn_q.weight"], ht["model.layers.0.self_attn.q_proj.weight"]) || !bytes.Equal(gt["blk.1.attn_k.bias"], ht["model.layers.1.self_attn.k_proj.bias"]) {
+		t.Error("qwen2 q/k changed or biases lost")
+	}
+	gf, err := gguf.Open(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gf.Architecture() != "qwen2" {
+		t.Errorf("architecture %q", gf.Architecture())
+	}
+	gf.Close()
+	back := filepath.Join(dir, "back")
+	mustConvert(t, g, back+"/", Options{})
+	bt, _ := tensorsOf(t, back)
+	for n, b := range ht {
+		if !bytes.Equal(bt[n], b) {
+			t.Errorf("%s differs after qwen2 HF → GGUF → HF", n)
+		}
+	}
+	// a pruned GGUF (dense layout) gets OUT.sparsify.json
+	pg := filepath.Join(dir, "pruned.gguf")
+	r := mustConvert(t, g, pg, Options{Method: Magnitude(), DType: "f16"})
+	m, err := ReadManifest(pg + "." + ManifestName)
+	if err != nil || r.Pruned != 14 || len(m.Pruned) != 14 || m.OutputFormat != "gguf" || len(m.Files) != 1 || len(m.Tensors) != len(gt) {
+		t.Fatalf("manifest %+v, %v", m, err)
+	}
+	h, err := HashFile(pg)
+	if err != nil || h.SHA256 != m.Files[0].SHA256 {
+		t.Error("manifest file hash does not match the file")
+	}
+	pt, _ := tensorsOf(t, pg)
+	for _, tm := range m.Tensors {
+		sum := sha256Hex(pt[tm.Name])
+		if sum != tm.SHA256 {
+			t.Errorf("%s: manifest sha256 does not match", tm.Name)
+		}
+	}
+	gp, _ := gguf.Open(pg)
+	defer gp.Close()
+	if v, ok := gp.Uint("general.file_type"); !ok || v != 1 {
+		t.Errorf("general.file_type %d %v, want 1 (F16)", v, ok)
+	}
+	ti, _ := format.Lookup(gp, "blk.0.attn_norm.weight")
+	if ti.DType != format.F32 {
+		t.Errorf("1-D norm is %v in an f16 GGUF, want F32", ti.DType)
+	}
+}
+
+func TestZstdOutputReadBack(t *testing.T) {
+	dir := t.TempDir()
+	hf := filepath.Join(dir, "hf")
+	if err := synth.WriteHF(hf, synth.Tiny(), 8); err != nil {
+		t.Fatal(err)
+	}
+	z := filepath.Join(dir, "z")
+	mustConvert(t, hf, z, Options{Method: Magnitude(), Layout: Cutlass, Compress: "zstd", MaxShardSize: 100_000})
+	ents, _ := os.ReadDir(z)
+	nz := 0
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".safetensors.zst") {
+			nz++
+		}
+	}
+	if nz < 2 {
+		t.Errorf("want several .zst shards, got %v", ents)
+	}
+	plain := filepath.Join(dir, "plain")
+	mustConvert(t, hf, plain, Options{Method: Magnitude(), Layout: Cutlass})
+	a, _ := tensorsOf(t, z)
+	b, _ := tensorsOf(t, plain)
+	if len(a) != len(b) {
+		t.Fatalf("%d vs %d tensors", len(a), len(b))
+	}
+	for n := range b {
+		if !bytes.Equal(a[n], b[n]) {
+			t.Errorf("%s: zstd output reads back differently", n)
+		}
+	}
+	m, err := ReadManifest(filepath.Join(z, ManifestName))
+	if err != nil || m.Compress != "zstd" {
+		t.Errorf("manifest %v %v", m, err)
+	}
+}

@@ -160,10 +160,27 @@ var nibble24 = func() (t [16]pick) {
 	return t
 }()
 
-// flags16 returns bit i set iff 16-bit float lane i of x is not ±0.
+// flags16 returns bit i set iff 16-bit float lane i of x is not ±0: bit 15
+// of each lane is set by the add iff the lane's low 15 bits are nonzero, and
+// the multiply gathers the four lane bits at bits 45..48 (no carries: the
+// partial products land on distinct bit positions).
 func flags16(x uint64) uint32 {
 	t := ((x & 0x7FFF7FFF7FFF7FFF) + 0x7FFF7FFF7FFF7FFF) & 0x8000800080008000
-	return uint32((t>>15)|(t>>30)|(t>>45)|(t>>60)) & 0xF
+	return uint32(((t>>15)*0x200040008001)>>45) & 0xF
+}
+
+// pick16 is pickTab for 16-bit lanes, as one word: nibble in bits 0..3, the
+// bit shifts of the two kept lanes (16·position) in bits 8..15 and 16..23.
+var pick16 = func() (t [16]uint32) {
+	for f, p := range pickTab {
+		t[f] = uint32(p.nib) | uint32(16*p.p0)<<8 | uint32(16*p.p1)<<16
+	}
+	return t
+}()
+
+// keep16 returns the two kept 16-bit lanes of x as one 32-bit word.
+func keep16(x uint64, e uint32) uint32 {
+	return uint32(x>>((e>>8)&63))&0xFFFF | uint32(x>>((e>>16)&63))<<16
 }
 
 // flags8 returns bit i set iff int8 lane i of x is nonzero.
@@ -266,12 +283,12 @@ func packRows16(rows, cols, lo, hi int, dense, values, meta []byte) {
 			s := src[c*32 : c*32+32]
 			d := dst[c*16 : c*16+16]
 			x0, x1, x2, x3 := le.Uint64(s[0:]), le.Uint64(s[8:]), le.Uint64(s[16:]), le.Uint64(s[24:])
-			p0, p1, p2, p3 := pickTab[flags16(x0)], pickTab[flags16(x1)], pickTab[flags16(x2)], pickTab[flags16(x3)]
-			le.PutUint32(d[0:], uint32(x0>>(16*p0.p0))&0xFFFF|uint32(x0>>(16*p0.p1))<<16)
-			le.PutUint32(d[4:], uint32(x1>>(16*p1.p0))&0xFFFF|uint32(x1>>(16*p1.p1))<<16)
-			le.PutUint32(d[8:], uint32(x2>>(16*p2.p0))&0xFFFF|uint32(x2>>(16*p2.p1))<<16)
-			le.PutUint32(d[12:], uint32(x3>>(16*p3.p0))&0xFFFF|uint32(x3>>(16*p3.p1))<<16)
-			w := uint16(p0.nib) | uint16(p1.nib)<<4 | uint16(p2.nib)<<8 | uint16(p3.nib)<<12
+			e0, e1, e2, e3 := pick16[flags16(x0)], pick16[flags16(x1)], pick16[flags16(x2)], pick16[flags16(x3)]
+			le.PutUint32(d[0:], keep16(x0, e0))
+			le.PutUint32(d[4:], keep16(x1, e1))
+			le.PutUint32(d[8:], keep16(x2, e2))
+			le.PutUint32(d[12:], keep16(x3, e3))
+			w := uint16(e0&0xF | (e1&0xF)<<4 | (e2&0xF)<<8 | (e3&0xF)<<12)
 			off := (c>>1)*panel + base + (c&1)*4
 			le.PutUint16(meta[off:], w)
 		}
@@ -295,8 +312,8 @@ func packRows8(rows, cols, lo, hi int, dense, values, meta []byte) {
 				f := uint32(((t >> 7) * 0x0102040810204080) >> 56)
 				pa, pb := pickTab[f&0xF], pickTab[f>>4]
 				hiX := x >> 32
-				le.PutUint32(d[4*i:], uint32(x>>(8*pa.p0))&0xFF|uint32(x>>(8*pa.p1))&0xFF<<8|
-					uint32(hiX>>(8*pb.p0))&0xFF<<16|uint32(hiX>>(8*pb.p1))<<24)
+				le.PutUint32(d[4*i:], uint32(x>>((8*pa.p0)&63))&0xFF|uint32(x>>((8*pa.p1)&63))&0xFF<<8|
+					uint32(hiX>>((8*pb.p0)&63))&0xFF<<16|uint32(hiX>>((8*pb.p1)&63))<<24)
 				w |= (uint32(pa.nib) | uint32(pb.nib)<<4) << (8 * i)
 			}
 			off := (c>>1)*panel + base + (c&1)*8
@@ -321,7 +338,7 @@ func packRows32(rows, cols, lo, hi int, dense, values, meta []byte) {
 				// PyTorch feeds flags (f0, f0, f1, f1): first nonzero → 0x4 keep
 				// first, else 0xE keep second. nz is 1 iff the first is not ±0.
 				nz := ((uint32(x) & 0x7FFFFFFF) + 0x7FFFFFFF) >> 31
-				le.PutUint32(d[4*i:], uint32(x>>((nz^1)<<5)))
+				le.PutUint32(d[4*i:], uint32(x>>(((nz^1)<<5)&63)))
 				w |= uint16(0xE-0xA*nz) << (4 * i)
 			}
 			off := (c>>1)*panel + base + (c&1)*4
@@ -458,7 +475,7 @@ func unpackCutlassInto(g cutlassGeom, rows, cols int, values, meta, dense []byte
 							return badNibble(g, r, c, i, (w>>(4*i))&0xF, off)
 						}
 						x := le.Uint32(v[4*i:])
-						le.PutUint64(d[8*i:], uint64(x&0xFFFF)<<(16*p.p0)|uint64(x>>16)<<(16*p.p1))
+						le.PutUint64(d[8*i:], uint64(x&0xFFFF)<<((16*p.p0)&63)|uint64(x>>16)<<((16*p.p1)&63))
 					}
 				case 1:
 					w := le.Uint32(meta[off:])
@@ -468,7 +485,7 @@ func unpackCutlassInto(g cutlassGeom, rows, cols int, values, meta, dense []byte
 							return badNibble(g, r, c, i, (w>>(4*i))&0xF, off)
 						}
 						x := uint32(le.Uint16(v[2*i:]))
-						le.PutUint32(d[4*i:], (x&0xFF)<<(8*p.p0)|(x>>8)<<(8*p.p1))
+						le.PutUint32(d[4*i:], (x&0xFF)<<((8*p.p0)&31)|(x>>8)<<((8*p.p1)&31))
 					}
 				case 4:
 					w := uint32(le.Uint16(meta[off:]))

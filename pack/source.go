@@ -30,12 +30,11 @@ func (magnitudeSource) Mask(_ context.Context, _ string, w []float32, rows, cols
 }
 
 // MaskFile is the MaskSource that applies masks saved by mask.WriteFile
-// (--mask FILE). Masks are looked up by the weight's name or its Hugging
-// Face/GGUF counterpart, so a mask file made from one format applies to the
-// other. Note: GGUF q/k rows are permuted relative to Hugging Face (RoPE
-// layout); a mask file made for one format's q/k rows is refused for the
-// other by its row order only if the shapes differ, so keep masks in the
-// naming of the input they came from.
+// (--mask FILE, --save-mask). Masks are looked up by the weight's name, then
+// by its Hugging Face/GGUF counterpart. Rows are in the order of the
+// checkpoint the masks were made from: for q/k weights, whose rows llama.cpp
+// permutes, apply a mask file to a checkpoint of the same format it was saved
+// from (every other weight's rows are the same in both formats).
 func MaskFile(path string) (MaskSource, error) {
 	ms, meta, err := mask.ReadFile(path)
 	if err != nil {

@@ -62,13 +62,16 @@ func (CPU) SparseMatMulT(y, x []float32, w *SparseWeight, m int) (err error) {
 		meta[i] = binary.LittleEndian.Uint16(w.Meta[2*i:])
 	}
 	sp, err := kernel.NewSparse24(w.Rows, w.Cols, w.Values, meta)
+	if errors.Is(err, kernel.ErrShape) {
+		return fmt.Errorf("%w: kernel.NewSparse24: %v", ErrNotSupported, err)
+	}
 	if err != nil {
 		return fmt.Errorf("kernel.NewSparse24: %w", err)
 	}
 	defer func() {
-		// The kernel package may still hold a placeholder that panics.
+		// A kernel that panics is a finding, not a crash of verify.
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: kernel.SparseMatMulT: %v", ErrNotSupported, r)
+			err = fmt.Errorf("kernel.SparseMatMulT panicked: %v", r)
 		}
 	}()
 	kernel.SparseMatMulT(y, x, sp, m, false)

@@ -96,6 +96,8 @@ func TestBadInput(t *testing.T) {
 			return b.u32(0).u64(0).Bytes()
 		}(), format.ErrFormat, "nested"},
 		{"duplicate key", head(0, 2).str("k").u32(0).u8(1).str("k").u32(0).u8(2).Bytes(), format.ErrFormat, "duplicate metadata key"},
+		{"bad bool", head(0, 1).str("k").u32(uint32(gguf.TypeBool)).u8(2).Bytes(), format.ErrFormat, "invalid bool byte 2"},
+		{"bad bool in array", head(0, 1).str("k").u32(uint32(gguf.TypeArray)).u32(uint32(gguf.TypeBool)).u64(3).u8(1).u8(0).u8(7).Bytes(), format.ErrFormat, "at byte 51 (0x33): metadata \"k\": invalid bool byte 7"},
 		{"bad alignment", head(0, 1).str("general.alignment").u32(uint32(gguf.TypeUint32)).u32(48).Bytes(), format.ErrFormat, "alignment"},
 		{"alignment of wrong type", head(0, 1).str("general.alignment").u32(uint32(gguf.TypeString)).str("32").Bytes(), format.ErrFormat, "alignment"},
 		{"tensor past EOF", head(1, 0).tensor("w", 0, 0, 64).pad(32).Bytes(), format.ErrFormat, "past the end"},

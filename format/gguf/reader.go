@@ -542,6 +542,9 @@ func (d *decoder) value(t ValueType, tat int64, depth int) (Value, error) {
 	if err := d.read(d.buf[:sz], t.String()); err != nil {
 		return Value{}, err
 	}
+	if t == TypeBool && d.buf[0] > 1 {
+		return Value{}, d.errAt(d.off-1, "", "invalid bool byte %d", d.buf[0])
+	}
 	return Value{Type: t, Data: scalar(t, d.buf[:sz])}, nil
 }
 
@@ -610,6 +613,13 @@ func (d *decoder) array(e ValueType, n, depth int) (Value, error) {
 		b := d.tmp[:k*sz]
 		if err := d.read(b, "array of "+e.String()); err != nil {
 			return Value{}, err
+		}
+		if e == TypeBool {
+			for j, x := range b {
+				if x > 1 {
+					return Value{}, d.errAt(d.off-int64(len(b)-j), "", "invalid bool byte %d", x)
+				}
+			}
 		}
 		decodeInto(e, data, i, b)
 		i += k

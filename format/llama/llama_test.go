@@ -273,3 +273,56 @@ func FuzzParseTokenizerJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzGGUFFromHF feeds untrusted config.json, metadata and tokenizer side files.
+func FuzzGGUFFromHF(f *testing.F) {
+	cfg := []byte(`{"model_type":"llama","hidden_size":64,"num_hidden_layers":2,"num_attention_heads":4}`)
+	meta := []byte(`{"format":"sparsify-gguf-metadata/1","kv":[{"key":"general.architecture","type":"string","value":"llama"},
+	{"key":"llama.embedding_length","type":"uint32","value":64},{"key":"x","type":"array","elem":"array","value":[{"type":"array","elem":"int8","value":[1,-2]}]},
+	{"key":"tokenizer.ggml.tokens","type":"array","elem":"string","in":"tokenizer.gguf.json"}],"tensors":["a"]}`)
+	tok := []byte(`{"tokenizer.ggml.tokens":["a","b"]}`)
+	f.Add(cfg, meta, tok)
+	f.Add(cfg, []byte(`{"format":"sparsify-gguf-metadata/1","kv":[{"key":"k","type":"float32","value":"NaN"}]}`), []byte(`{}`))
+	f.Add([]byte(`{"model_type":"qwen2","hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"rope_theta":1e6}`), []byte(nil), []byte(nil))
+	f.Fuzz(func(t *testing.T, c, m, tk []byte) {
+		files := map[string][]byte{ConfigFile: c}
+		if m != nil {
+			files[MetadataFile] = m
+		}
+		if tk != nil {
+			files[TokenizerFile] = tk
+		}
+		kvs, _, _, _, err := GGUFFromHF(readerOf(files))
+		if err != nil {
+			return
+		}
+		for _, kv := range kvs {
+			if kv.Key == "" && m == nil {
+				t.Fatal("empty key")
+			}
+			_ = kv.Value.String()
+		}
+	})
+}
+
+func FuzzTokenizerFromHF(f *testing.F) {
+	f.Add([]byte(`{"model":{"type":"BPE","byte_fallback":true,"vocab":{"<unk>":0,"<0x41>":1,"a":2},"merges":[["a","a"]],"unk_token":"<unk>"},"added_tokens":[{"id":3,"content":"<s>","special":true}]}`))
+	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0},"merges":["a a"]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kvs, err := TokenizerFromHF(data, Config{BOS: -1, EOS: -1, VocabSize: 4})
+		if err != nil {
+			return
+		}
+		var n int
+		for _, kv := range kvs {
+			if kv.Key == "tokenizer.ggml.tokens" {
+				n = kv.Value.Len()
+			}
+		}
+		for _, kv := range kvs {
+			if (kv.Key == "tokenizer.ggml.token_type" || kv.Key == "tokenizer.ggml.scores") && kv.Value.Len() != n {
+				t.Fatalf("%s has %d entries for %d tokens", kv.Key, kv.Value.Len(), n)
+			}
+		}
+	})
+}

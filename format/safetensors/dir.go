@@ -159,7 +159,12 @@ func OpenDir(dir string) (*Dir, error) {
 			}
 			return nil
 		}
-		if !e.Type().IsRegular() {
+		if e.Type()&fs.ModeSymlink != 0 { // Hugging Face cache snapshots link to blobs
+			st, err := os.Stat(p)
+			if err != nil || !st.Mode().IsRegular() {
+				return nil
+			}
+		} else if !e.Type().IsRegular() {
 			return nil
 		}
 		rel = filepath.ToSlash(rel)
@@ -267,7 +272,7 @@ func (d *Dir) Shard(name string) (*File, bool) {
 // Config is the raw config.json, nil if the directory has none.
 func (d *Dir) Config() []byte { return d.config }
 
-// OtherFiles lists every other regular file (tokenizer.json,
+// OtherFiles lists every other regular file or symbolic link to one (tokenizer.json,
 // generation_config.json, README.md, ...), as slash-separated paths relative
 // to Root, sorted. Excluded: config.json, the shards, the index files, and the
 // .git and .cache directories. Writers pass these through untouched

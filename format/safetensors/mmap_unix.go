@@ -21,3 +21,16 @@ func mmapFile(f *os.File, size int64) ([]byte, error) {
 }
 
 func munmap(b []byte) error { return unix.Munmap(b) }
+
+// dropPages releases the pages of b[off:off+n] from the process's mapping
+// (MADV_DONTNEED). For a read-only file mapping this is always safe: a later
+// access faults the same bytes back in from the page cache.
+func dropPages(b []byte, off, n int64) {
+	page := int64(os.Getpagesize())
+	start := off &^ (page - 1)
+	end := min((off+n+page-1)&^(page-1), int64(len(b)))
+	if start >= end {
+		return
+	}
+	_ = unix.Madvise(b[start:end], unix.MADV_DONTNEED)
+}

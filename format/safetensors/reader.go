@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"strings"
 	"sync/atomic"
 
 	"github.com/sparsify/sparsify/format"
@@ -17,8 +16,12 @@ import (
 var ErrClosed = errors.New("safetensors: file closed")
 
 // File is one open safetensors file. Its header is parsed and validated by
-// Open; tensor bytes are read on demand from a read-only memory mapping (or,
-// where mapping fails, with pread), or by decoding a .zst stream.
+// Open from a read-only memory mapping of the file (pread where mapping
+// fails). Tensor bytes are read on demand: Open copies them out of the
+// mapping and releases the tensor's pages when the reader reaches EOF or is
+// closed (so reading a checkpoint does not grow the process's RSS by its
+// size), Bytes hands out zero-copy slices of the mapping (pages stay mapped
+// while touched), and .zst files are decoded (see zstd.go).
 //
 // A File is safe for concurrent use. It implements format.Source.
 type File struct {
@@ -30,24 +33,30 @@ type File struct {
 
 	f      *os.File
 	data   []byte      // the whole mapped file, nil if not mapped
-	ra     io.ReaderAt // mapped bytes or f
-	z      *zstream    // non-nil for .zst files
+	ra     io.ReaderAt // mapped bytes or f: for the header
+	pread  io.ReaderAt // f, for tensor readers
+	z      *zstream    // non-nil for streamed .zst files
+	zs     *zseek      // non-nil for seekable .zst files
 	closed atomic.Bool
 }
 
 var _ format.Source = (*File)(nil)
 
-// Open opens a safetensors file. A name ending in ".zst" is read as a
-// zstd-compressed safetensors file (see the package documentation on
-// streaming). Errors for invalid files are *format.FormatError values that
-// wrap format.ErrFormat (an unknown dtype also wraps format.ErrUnsupported).
+// Open opens a safetensors file. A file that starts with the zstd magic
+// number (conventionally NAME.safetensors.zst) is read as a zstd-compressed
+// safetensors file (see "Compressed files" in zstd.go: storage-order reads
+// stream, other orders re-decode). Errors for invalid files are
+// *format.FormatError values that wrap format.ErrFormat (an unknown dtype
+// also wraps format.ErrUnsupported).
 func Open(path string) (*File, error) {
-	if strings.HasSuffix(path, ".zst") {
-		return openZst(path)
-	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	var magic [4]byte
+	if n, _ := f.ReadAt(magic[:], 0); n == 4 && string(magic[:]) == ZstdMagic {
+		f.Close()
+		return openZst(path)
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -60,6 +69,7 @@ func Open(path string) (*File, error) {
 	}
 	size := st.Size()
 	sf := &File{path: path, f: f, ra: f}
+	sf.pread = &fileReaderAt{f: f, closed: &sf.closed}
 	if data, err := mmapFile(f, size); err == nil && data != nil {
 		sf.data = data
 		sf.ra = &mappedReaderAt{data: data, closed: &sf.closed}
@@ -158,10 +168,13 @@ func (sf *File) Open(name string) (io.ReadCloser, error) {
 	if sf.z != nil {
 		return sf.z.open(ti), nil
 	}
-	return &sectionCloser{
-		SectionReader: io.NewSectionReader(sf.ra, ti.Offset, ti.Size),
-		ti:            ti,
-	}, nil
+	if sf.zs != nil {
+		return sf.zs.reader(ti, ti.Offset, ti.Offset+ti.Size), nil
+	}
+	if sf.data != nil {
+		return &sectionCloser{SectionReader: io.NewSectionReader(sf.ra, ti.Offset, ti.Size), ti: ti, sf: sf}, nil
+	}
+	return &sectionCloser{SectionReader: io.NewSectionReader(sf.pread, ti.Offset, ti.Size), ti: ti}, nil
 }
 
 // Bytes returns the stored bytes of one tensor without copying, as a slice
@@ -197,6 +210,9 @@ func (sf *File) Close() error {
 	if sf.z != nil {
 		sf.z.close()
 	}
+	if sf.zs != nil {
+		sf.zs.close()
+	}
 	if sf.f != nil {
 		if cerr := sf.f.Close(); err == nil {
 			err = cerr
@@ -227,14 +243,41 @@ func (m *mappedReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
+type fileReaderAt struct {
+	f      *os.File
+	closed *atomic.Bool
+}
+
+func (r *fileReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if r.closed.Load() {
+		return 0, ErrClosed
+	}
+	return r.f.ReadAt(p, off)
+}
+
 // sectionCloser turns short reads into errors that name the tensor.
+// Over a mapping, it drops the tensor's pages from the process (not from
+// the page cache) at EOF and Close, so that reading a whole checkpoint does
+// not grow RSS by the checkpoint's size.
 type sectionCloser struct {
 	*io.SectionReader
-	ti format.TensorInfo
+	ti      format.TensorInfo
+	sf      *File // non-nil when reading the mapping
+	dropped bool
+}
+
+func (s *sectionCloser) drop() {
+	if s.sf != nil && !s.dropped && !s.sf.closed.Load() {
+		s.dropped = true
+		dropPages(s.sf.data, s.ti.Offset, s.ti.Size)
+	}
 }
 
 func (s *sectionCloser) Read(p []byte) (int, error) {
 	n, err := s.SectionReader.Read(p)
+	if err == io.EOF {
+		s.drop()
+	}
 	if err != nil && err != io.EOF && !errors.Is(err, ErrClosed) {
 		pos, _ := s.Seek(0, io.SeekCurrent)
 		return n, &format.FormatError{File: s.ti.File, Tensor: s.ti.Name, Offset: s.ti.Offset + pos, Msg: err.Error()}
@@ -242,4 +285,7 @@ func (s *sectionCloser) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *sectionCloser) Close() error { return nil }
+func (s *sectionCloser) Close() error {
+	s.drop()
+	return nil
+}

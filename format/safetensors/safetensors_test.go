@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/sparsify/sparsify/format"
 )
 
@@ -160,6 +162,9 @@ func TestHeaderMatchesReferenceLayout(t *testing.T) {
 		bytesTensor("model.layers.0.mlp.down_proj.compressed", format.BF16, []int64{2, 4}, comp),
 		bytesTensor("model.layers.0.mlp.down_proj.bitmask", format.U8, []int64{2, 1}, []byte{0x69, 0x35}),
 	}
+	// given in another order, SortCanonical restores the Python writer's
+	ts = []format.Tensor{ts[2], ts[1], ts[0]}
+	SortCanonical(ts)
 	path := filepath.Join(t.TempDir(), "m.safetensors")
 	if _, err := WriteFile(context.Background(), path, ts, WriteOptions{}); err != nil {
 		t.Fatal(err)
@@ -241,6 +246,18 @@ func TestWriteDirSharded(t *testing.T) {
 					t.Errorf("tensor %d %s differs", i, ti.Name)
 				}
 			}
+			if comp == "zstd" { // an index naming the uncompressed shards still finds the .zst files
+				b, _ := os.ReadFile(filepath.Join(dir, IndexName))
+				os.WriteFile(filepath.Join(dir, IndexName), bytes.ReplaceAll(b, []byte(".zst"), nil), 0o644)
+				d2, err := OpenDir(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(d2.Tensors()) != len(ts) {
+					t.Errorf("%d tensors via the plain-name index", len(d2.Tensors()))
+				}
+				d2.Close()
+			}
 			cp := t.TempDir()
 			if err := d.CopyOtherFiles(cp); err != nil {
 				t.Fatal(err)
@@ -285,15 +302,38 @@ func TestZstdAccessPatterns(t *testing.T) {
 		ts = append(ts, bytesTensor(name, format.U8, []int64{int64(len(b))}, b))
 		data[name] = b
 	}
-	path := filepath.Join(t.TempDir(), "z.safetensors.zst")
-	if _, err := WriteFile(context.Background(), path, ts, WriteOptions{Compress: "zstd"}); err != nil {
-		t.Fatal(err)
+	for _, kind := range []string{"seekable", "stream"} {
+		t.Run(kind, func(t *testing.T) { testZstdAccess(t, kind, ts, data) })
+	}
+}
+
+func testZstdAccess(t *testing.T, kind string, ts []format.Tensor, data map[string][]byte) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "z.safetensors.zst")
+	if kind == "seekable" {
+		if _, err := WriteFile(context.Background(), path, ts, WriteOptions{Compress: "zstd"}); err != nil {
+			t.Fatal(err)
+		}
+	} else { // what the zstd tool makes of a plain file: one stream, no seek table
+		plain := filepath.Join(dir, "p.safetensors")
+		if _, err := WriteFile(context.Background(), plain, ts, WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := os.ReadFile(plain)
+		var zb bytes.Buffer
+		enc, _ := zstd.NewWriter(&zb, zstd.WithWindowSize(1<<10))
+		enc.Write(raw)
+		enc.Close()
+		os.WriteFile(path, zb.Bytes(), 0o644)
 	}
 	f, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	if (f.zs != nil) != (kind == "seekable") {
+		t.Fatalf("%s file opened with seekable=%v", kind, f.zs != nil)
+	}
 	check := func(name string) error {
 		b, _, err := format.ReadAll(f, name)
 		if err != nil {
@@ -333,7 +373,6 @@ func TestZstdAccessPatterns(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
 
 func TestWriteFailureLeavesNothing(t *testing.T) {
 	ts, _ := sampleTensors(4)
@@ -519,7 +558,7 @@ func TestBadZstdAndDir(t *testing.T) {
 	// truncated compressed shard: the open (header) or the read fails cleanly
 	shard := filepath.Join(dir, res.Files[1].Name)
 	b, _ := os.ReadFile(shard)
-	os.WriteFile(shard, b[:len(b)-5], 0o644)
+	os.WriteFile(shard, b[:len(b)/2], 0o644)
 	if d, err := OpenDir(dir); err == nil {
 		var rerr error
 		for _, ti := range d.Tensors() {
@@ -542,7 +581,7 @@ func TestBadZstdAndDir(t *testing.T) {
 	}
 	// garbage .zst
 	p := filepath.Join(t.TempDir(), "g.safetensors.zst")
-	os.WriteFile(p, []byte("not zstd at all"), 0o644)
+	os.WriteFile(p, []byte(ZstdMagic+"\x00junk after the magic"), 0o644)
 	if _, err := Open(p); !errors.Is(err, format.ErrFormat) || !strings.Contains(err.Error(), p) {
 		t.Errorf("garbage zst: %v", err)
 	}
@@ -582,5 +621,105 @@ func TestClosed(t *testing.T) {
 	}
 	if _, err := f.Open(ts[0].Name); !errors.Is(err, ErrClosed) {
 		t.Errorf("open after close: %v", err)
+	}
+}
+
+func TestSortCanonical(t *testing.T) {
+	mk := func(name string, dt format.DType) format.Tensor { return format.Tensor{Name: name, DType: dt} }
+	ts := []format.Tensor{mk("b", format.U8), mk("a", format.BF16), mk("z", format.F32), mk("c", format.F8E4M3),
+		mk("a", format.U8), mk("s", format.I64), mk("h", format.F16), mk("i", format.I8), mk("o", format.Bool)}
+	SortCanonical(ts)
+	var got []string
+	for _, x := range ts {
+		got = append(got, x.DType.String()+":"+x.Name)
+	}
+	want := []string{"I64:s", "F32:z", "BF16:a", "F16:h", "F8_E4M3:c", "I8:i", "U8:a", "U8:b", "BOOL:o"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("order %v, want %v", got, want)
+	}
+}
+
+// A Hugging Face cache snapshot: every file is a symbolic link to a blob.
+func TestOpenDirSymlinks(t *testing.T) {
+	ts, data := sampleTensors(12)
+	root := t.TempDir()
+	blobs, snap := filepath.Join(root, "blobs"), filepath.Join(root, "snap")
+	if _, err := WriteDir(context.Background(), blobs, ts, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(blobs, "cfg"), []byte(`{"a":1}`), 0o644)
+	os.WriteFile(filepath.Join(blobs, "tok"), []byte(`{}`), 0o644)
+	os.Mkdir(snap, 0o755)
+	for link, target := range map[string]string{SingleName: SingleName, "config.json": "cfg", "tokenizer.json": "tok"} {
+		if err := os.Symlink(filepath.Join("..", "blobs", target), filepath.Join(snap, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Symlink("nowhere", filepath.Join(snap, "dangling"))
+	d, err := OpenDir(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if string(d.Config()) != `{"a":1}` || !reflect.DeepEqual(d.OtherFiles(), []string{"tokenizer.json"}) {
+		t.Errorf("config %q, other %v", d.Config(), d.OtherFiles())
+	}
+	got := readAllSource(t, d)
+	for name, b := range data {
+		if !bytes.Equal(got[name], b) {
+			t.Errorf("%s differs", name)
+		}
+	}
+}
+
+func TestSeekTableCorruption(t *testing.T) {
+	ts, data := sampleTensors(13)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.safetensors.zst")
+	if _, err := WriteFile(context.Background(), path, ts, WriteOptions{Compress: "zstd"}); err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := os.ReadFile(path)
+	n := len(orig)
+	cases := map[string]func(b []byte){
+		"frame count too large": func(b []byte) { binary.LittleEndian.PutUint32(b[n-9:], 1000) },
+		"reserved bits":         func(b []byte) { b[n-5] = 0x04 },
+		"bad skippable header":  func(b []byte) { b[n-9-8-8] ^= 0xff },
+		"wrong sizes":           func(b []byte) { binary.LittleEndian.PutUint32(b[n-9-8:], 12345) },
+	}
+	for name, corrupt := range cases {
+		t.Run(name, func(t *testing.T) {
+			b := bytes.Clone(orig)
+			corrupt(b)
+			p := filepath.Join(t.TempDir(), "c.safetensors.zst")
+			os.WriteFile(p, b, 0o644)
+			f, err := Open(p)
+			if err == nil {
+				// a changed size may be caught only when the frame is decoded
+				for _, ti := range f.Tensors() {
+					if _, _, err = format.ReadAll(f, ti.Name); err != nil {
+						break
+					}
+				}
+				f.Close()
+			}
+			if !errors.Is(err, format.ErrFormat) || !strings.Contains(err.Error(), p) {
+				t.Errorf("%v", err)
+			}
+		})
+	}
+	// without its seek table the file still reads, as a stream
+	p := filepath.Join(dir, "cut.safetensors.zst")
+	os.WriteFile(p, orig[:n-9], 0o644)
+	f, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := readAllSource(t, f)
+	for name, b := range data {
+		if !bytes.Equal(got[name], b) {
+			t.Errorf("%s differs", name)
+		}
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"sync"
 	"unicode/utf8"
 
-	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sparsify/sparsify/format"
@@ -44,7 +43,8 @@ type WriteOptions struct {
 	// Compress is "" (plain files) or "zstd": each file is written as NAME.zst.
 	Compress string
 	// Progress, if set, is called with the tensor bytes written so far and the
-	// total, never concurrently with itself.
+	// total (about every 4 MiB, and once at the end), never concurrently with
+	// itself.
 	Progress func(done, total int64)
 }
 
@@ -136,12 +136,16 @@ func checkTensors(ts []format.Tensor) (int64, error) {
 }
 
 // progress serialises Progress calls.
+// Calls are throttled to one per progressStep bytes (and the last one).
 type progress struct {
-	mu    sync.Mutex
-	fn    func(done, total int64)
-	done  int64
-	total int64
+	mu       sync.Mutex
+	fn       func(done, total int64)
+	done     int64
+	reported int64
+	total    int64
 }
+
+const progressStep = 4 << 20
 
 func (p *progress) add(n int64) {
 	if p == nil || p.fn == nil || n == 0 {
@@ -149,7 +153,10 @@ func (p *progress) add(n int64) {
 	}
 	p.mu.Lock()
 	p.done += n
-	p.fn(p.done, p.total)
+	if p.done-p.reported >= progressStep || p.done == p.total {
+		p.reported = p.done
+		p.fn(p.done, p.total)
+	}
 	p.mu.Unlock()
 }
 
@@ -456,27 +463,31 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// writeZstd streams header and bodies, in order, through one zstd encoder.
+// writeZstd streams header and bodies, in order, into a seekable zstd file:
+// independent frames compressed concurrently, then the seek table.
 func writeZstd(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, trs []TensorResult, opts *WriteOptions, pr *progress) (FileResult, error) {
 	fileHash := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(f, fileHash)}
 	bw := bufio.NewWriterSize(cw, 1<<20)
-	enc, err := zstd.NewWriter(bw, zstd.WithEncoderConcurrency(opts.jobs()))
+	sw, err := newSeekWriter(bw, opts.jobs())
 	if err != nil {
 		return FileResult{}, err
 	}
-	defer enc.Close()
-	if _, err := enc.Write(hdr); err != nil {
+	fail := func(err error) (FileResult, error) {
+		sw.abort()
 		return FileResult{}, err
 	}
+	if _, err := sw.Write(hdr); err != nil {
+		return fail(err)
+	}
 	for i, t := range ts {
-		sum, err := writeTensor(ctx, enc, t, pr)
+		sum, err := writeTensor(ctx, sw, t, pr)
 		if err != nil {
-			return FileResult{}, err
+			return fail(err)
 		}
 		trs[i].SHA256 = sum
 	}
-	if err := enc.Close(); err != nil {
+	if err := sw.Close(); err != nil {
 		return FileResult{}, err
 	}
 	if err := bw.Flush(); err != nil {

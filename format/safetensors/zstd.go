@@ -16,18 +16,26 @@ import (
 
 // Compressed files.
 //
-// A NAME.safetensors.zst file is a zstd stream whose content is a safetensors
-// file. Open decodes only the header. Tensor bytes are produced by decoding
-// forward: a reader that starts where a previous one stopped (storage order,
-// the order of Tensors) continues the same decoder, so reading all tensors in
-// storage order decodes the file once. A reader that starts behind every idle
-// decoder starts a new decoder from the beginning of the file and decodes up
-// to its tensor, so out-of-order or concurrent access costs extra
-// decompression (never extra memory beyond one decoder window per reader).
-// For best speed read .zst sources with one job, in storage order.
+// A NAME.safetensors.zst file is zstd-compressed safetensors. Files we write
+// carry a seek table (seekable.go) and are read frame by frame: any order,
+// concurrently. Other .zst files (from the zstd tool) are streamed, as
+// follows. Open decodes only the header. Tensor bytes are produced by
+// decoding forward: a reader that starts where a previous one stopped
+// (storage order, the order of Tensors) continues the same decoder, so
+// reading all tensors in storage order decodes the file once. A reader that
+// starts behind every idle decoder starts a new decoder from the beginning of
+// the file and decodes up to its tensor, so out-of-order or concurrent access
+// costs extra decompression (never extra memory beyond one decoder window per
+// reader). For best speed read such files with one job, in storage order, or
+// recompress them with WriteFile/WriteDir.
 //
 // Decoders accept windows up to MaxZstdWindow bytes; larger windows (from
-// `zstd --long=31`) are rejected rather than allocated.
+// `zstd --long=31`) are rejected rather than allocated. A header claiming
+// more tensor data than the compressed size can encode (ratio above 2^15) is
+// rejected before anything is sized by it.
+
+// ZstdMagic starts every zstd frame.
+const ZstdMagic = "\x28\xb5\x2f\xfd"
 
 // MaxZstdWindow bounds the decoder window (memory per concurrent reader).
 const MaxZstdWindow = 1 << 27
@@ -77,6 +85,9 @@ func openZst(path string) (*File, error) {
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if sf, err := openSeekable(path, st.Size()); sf != nil || err != nil {
+		return sf, err
 	}
 	zd, err := newZdec(path)
 	if err != nil {
@@ -279,4 +290,55 @@ func (r *zreader) Close() error {
 		r.err = ErrClosed
 	}
 	return nil
+}
+
+// openSeekable opens a .zst file with a seek table; nil, nil if it has none.
+func openSeekable(path string, size int64) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	t, err := readSeekTable(f, size, path)
+	if t == nil || err != nil {
+		f.Close()
+		return nil, err
+	}
+	zs, err := newZseek(path, f, t)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	fail := func(err error) (*File, error) {
+		zs.close()
+		return nil, err
+	}
+	if t.size() > (size+1)*maxZstdRatio {
+		return fail(&format.FormatError{File: path, Offset: size - seekFooterSize,
+			Msg: fmt.Sprintf("zstd seek table claims %d decompressed bytes, more than a %d-byte file can hold", t.size(), size)})
+	}
+	if t.size() < 8 {
+		return fail(&format.FormatError{File: path, Offset: 0, Msg: fmt.Sprintf("decompressed file of %d bytes is too short for the 8-byte header length (truncated)", t.size())})
+	}
+	var lb [8]byte
+	if _, err := io.ReadFull(zs.reader(format.TensorInfo{}, 0, 8), lb[:]); err != nil {
+		return fail(err)
+	}
+	n := binary.LittleEndian.Uint64(lb[:])
+	if n > MaxHeaderSize {
+		return fail(&format.FormatError{File: path, Offset: 0, Msg: fmt.Sprintf("header length %d exceeds the %d-byte limit", n, MaxHeaderSize)})
+	}
+	if n > uint64(t.size()-8) {
+		return fail(&format.FormatError{File: path, Offset: 0, Msg: fmt.Sprintf("header length %d exceeds the %d bytes after it (truncated file?)", n, t.size()-8)})
+	}
+	var hb bytes.Buffer
+	if _, err := io.CopyN(&hb, zs.reader(format.TensorInfo{}, 8, 8+int64(n)), int64(n)); err != nil {
+		return fail(err)
+	}
+	sf := &File{path: path, dataStart: 8 + int64(n), zs: zs}
+	h, err := parseHeader(path, hb.Bytes(), t.size()-sf.dataStart)
+	if err != nil {
+		return fail(err)
+	}
+	sf.setHeader(h)
+	return sf, nil
 }

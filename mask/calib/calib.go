@@ -150,39 +150,43 @@ func Prune(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, method
 	if err != nil {
 		return nil, nil, err
 	}
-	lins := m.Linears()
-	masks := make(map[string]*mask.Mask, len(lins))
 	if !data {
-		for i, l := range lins {
-			if err := ctx.Err(); err != nil {
-				return nil, nil, err
-			}
-			mk, err := mask.Magnitude(l.W, l.Out, l.In, opts.Pattern)
-			if err != nil {
-				return nil, nil, fmt.Errorf("calib: %s: %w", l.Name, err)
-			}
-			if err := l.SetMask(mk); err != nil {
-				return nil, nil, err
-			}
-			masks[l.Name] = mk
-			opts.logf("magnitude: %d/%d %s", i+1, len(lins), l.Name)
-		}
-		return masks, nil, nil
+		return pruneMagnitude(ctx, m, opts)
 	}
 	if tok == nil {
 		return nil, nil, fmt.Errorf("%w: method %s needs a tokenizer", ErrCalib, method)
 	}
-	start := time.Now()
 	tokens, err := Sample(tok, opts)
 	if err != nil {
 		return nil, nil, err
 	}
+	opts.logf("%s: calibration %d × %d tokens from %s", method, opts.Samples, opts.SeqLen, opts.Calib)
+	return PruneTokens(ctx, m, tokens, method, opts)
+}
+
+// PruneTokens is Prune on calibration windows already tokenized: tokens holds
+// opts.Samples windows of opts.SeqLen ids ([Samples*SeqLen]); opts.Calib is
+// not read. Magnitude ignores tokens.
+func PruneTokens(ctx context.Context, m *model.Model, tokens []int32, method string, opts Options) (map[string]*mask.Mask, map[string][]float32, error) {
+	opts = opts.withDefaults()
+	data, err := needsData(method)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !data {
+		return pruneMagnitude(ctx, m, opts)
+	}
+	if opts.Samples <= 0 || opts.SeqLen <= 0 || opts.Batch <= 0 || len(tokens) != opts.Samples*opts.SeqLen {
+		return nil, nil, fmt.Errorf("%w: %d tokens for %d windows of %d (batch %d)", ErrCalib, len(tokens), opts.Samples, opts.SeqLen, opts.Batch)
+	}
+	start := time.Now()
 	for i, t := range tokens {
 		if t < 0 || int(t) >= m.Config.Vocab {
 			return nil, nil, fmt.Errorf("%w: token %d at %d outside the model's vocabulary of %d", ErrCalib, t, i, m.Config.Vocab)
 		}
 	}
-	opts.logf("%s: calibration %d × %d tokens from %s", method, opts.Samples, opts.SeqLen, opts.Calib)
+	lins := m.Linears()
+	masks := make(map[string]*mask.Mask, len(lins))
 	var weights map[string][]float32
 	if method == "sparsegpt" {
 		weights = make(map[string][]float32)
@@ -259,12 +263,12 @@ func Prune(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, method
 
 // layerStats accumulates the per-input statistics of one block.
 type layerStats struct {
-	L       *model.Layer
-	method  string
-	hess    map[*model.Linear]*mask.Hessian
-	nrm     map[*model.Linear]*mask.ColumnNorms
-	gram    []float32
-	err     error
+	L      *model.Layer
+	method string
+	hess   map[*model.Linear]*mask.Hessian
+	nrm    map[*model.Linear]*mask.ColumnNorms
+	gram   []float32
+	err    error
 }
 
 func newLayerStats(L *model.Layer, method string) *layerStats {
@@ -320,4 +324,25 @@ func (s *layerStats) hook(seqs int) func(l *model.Linear, in []float32, rows int
 func (s *layerStats) hessian(l *model.Linear) *mask.Hessian { return s.hess[s.owner(l)] }
 func (s *layerStats) norms(l *model.Linear) *mask.ColumnNorms {
 	return s.nrm[s.owner(l)]
+}
+
+// pruneMagnitude installs magnitude masks on every linear of m.
+func pruneMagnitude(ctx context.Context, m *model.Model, opts Options) (map[string]*mask.Mask, map[string][]float32, error) {
+	lins := m.Linears()
+	masks := make(map[string]*mask.Mask, len(lins))
+	for i, l := range lins {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		mk, err := mask.Magnitude(l.W, l.Out, l.In, opts.Pattern)
+		if err != nil {
+			return nil, nil, fmt.Errorf("calib: %s: %w", l.Name, err)
+		}
+		if err := l.SetMask(mk); err != nil {
+			return nil, nil, err
+		}
+		masks[l.Name] = mk
+		opts.logf("magnitude: %d/%d %s", i+1, len(lins), l.Name)
+	}
+	return masks, nil, nil
 }

@@ -171,40 +171,26 @@ func Train(ctx context.Context, m *model.Model, stream []int32, o Options) (Stat
 
 // Perplexity follows the project's protocol: stream (paragraphs with BOS,
 // concatenated) cut into non-overlapping chunks of seq tokens (tail
-// dropped), exp of the mean next-token NLL over every predicted token, using
-// the model's forward pass.
+// dropped), exp of the mean next-token NLL over every predicted token
+// (seq−1 per chunk). It runs LossGrad without gradients (whose loss equals
+// the forward model's cross-entropy: TestLossGradMatchesForward).
 func Perplexity(ctx context.Context, m *model.Model, stream []int32, seq int) (float64, int, error) {
 	n := len(stream) / seq
-	if n == 0 {
+	if n == 0 || seq < 2 {
 		return 0, 0, fmt.Errorf("train: %d tokens are fewer than one chunk of %d", len(stream), seq)
 	}
-	const batch = 8
-	V := m.Config.Vocab
-	logits := make([]float32, batch*seq*V)
+	const batch = 16
+	var g model.Grads
 	var nll float64
 	count := 0
 	for c0 := 0; c0 < n; c0 += batch {
 		B := min(batch, n-c0)
-		toks := stream[c0*seq : (c0+B)*seq]
-		if err := m.Forward(ctx, toks, B, seq, logits); err != nil {
+		loss, err := m.LossGrad(ctx, stream[c0*seq:(c0+B)*seq], B, seq-1, model.GradOptions{}, &g)
+		if err != nil {
 			return 0, 0, err
 		}
-		for r := 0; r < B*seq; r++ {
-			if r%seq == seq-1 {
-				continue
-			}
-			row := logits[r*V : (r+1)*V]
-			mx := math.Inf(-1)
-			for _, x := range row {
-				mx = max(mx, float64(x))
-			}
-			var s float64
-			for _, x := range row {
-				s += math.Exp(float64(x) - mx)
-			}
-			nll += mx + math.Log(s) - float64(row[toks[r+1]])
-			count++
-		}
+		nll += loss * float64(B*(seq-1))
+		count += B * (seq - 1)
 	}
 	return math.Exp(nll / float64(count)), count, nil
 }

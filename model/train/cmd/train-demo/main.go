@@ -167,7 +167,10 @@ func writeText(path string, paragraphs []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = tmp.WriteString(strings.Join(paragraphs, "\n\n") + "\n")
+	err = tmp.Chmod(0o644)
+	if err == nil {
+		_, err = tmp.WriteString(strings.Join(paragraphs, "\n\n") + "\n")
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}

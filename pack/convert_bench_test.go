@@ -1,0 +1,33 @@
+package pack
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sparsify/sparsify/internal/synth"
+)
+
+// BenchmarkConvertPassthrough converts a ~64 MB BF16 checkpoint
+// safetensors → safetensors (every tensor passed through).
+// go test -run XXX -bench ConvertPassthrough -benchtime 3x ./pack
+func BenchmarkConvertPassthrough(b *testing.B) {
+	dir := b.TempDir()
+	in := filepath.Join(dir, "in")
+	cfg := synth.ForBytes(64 << 20)
+	if err := synth.WriteHF(in, cfg, 1); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(cfg.Bytes())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out := filepath.Join(dir, "out")
+		if _, err := Convert(context.Background(), in, out, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(out)
+		b.StartTimer()
+	}
+}
