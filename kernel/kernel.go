@@ -27,6 +27,10 @@ import (
 // This is y = x Wᵀ for activations x [m,k] and a weight W [n,k].
 func MatMulT(c, a, b []float32, m, n, k int, acc bool) {
 	checkShapes("MatMulT", c, a, b, m, n, k)
+	if ks := active; m > 0 && n > 0 && useWeightLeft(ks, m, n, k) {
+		matMulTWeightLeft(ks, c, a, b, m, n, k, acc)
+		return
+	}
 	gemm(m, n, k, c, operand{a, k, false}, operand{b, k, true}, acc)
 }
 

@@ -146,7 +146,8 @@ func TestGEMMRaggedShapes(t *testing.T) {
 // TestGEMMBlocksAndThreads uses shapes that cross the kc/mc/nc blocks and the
 // parallel threshold, on 1, 2 and 3 threads (row and column strips).
 func TestGEMMBlocksAndThreads(t *testing.T) {
-	shapes := [][3]int{{130, 131, 300}, {300, 70, 129}, {9, 600, 257}, {4096 / 8, 172, 64}, {40, 1100, 33}}
+	shapes := [][3]int{{130, 131, 300}, {300, 70, 129}, {9, 600, 257}, {4096 / 8, 172, 64}, {40, 1100, 33},
+		{260, 300, 130}, {257, 300, 160}} // the last two take MatMulT's weight-left path
 	r := rand.New(rand.NewPCG(3, 4))
 	var cases []*gemmCase
 	for _, o := range orientations {
@@ -155,6 +156,9 @@ func TestGEMMBlocksAndThreads(t *testing.T) {
 		}
 	}
 	forEachKernel(t, func(t *testing.T) {
+		if ks := active; !useWeightLeft(ks, 260, 300, 130) || !useWeightLeft(ks, 257, 300, 160) {
+			t.Errorf("%s: test shapes miss the weight-left MatMulT path", ks.name)
+		}
 		for _, procs := range []int{1, 2, 3} {
 			prev := runtime.GOMAXPROCS(procs)
 			for i, g := range cases {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Errors returned by NewSparse24 (wrapped with details; test with errors.Is).
@@ -86,7 +87,9 @@ func NewSparse24(rows, cols int, values []float32, meta []uint16) (*Sparse24, er
 // Method: for a tile of mt tokens, the activations are transposed to
 // [Cols][mt]; then for each weight row and each kept value v at column j the
 // kernel does acc[0:mt] += v · xT[j][0:mt] with vector loads, over column
-// blocks that fit in L1. Rows are split across GOMAXPROCS goroutines.
+// blocks that fit in L1. All token tiles are transposed first; then blocks of
+// weight rows (read from memory once per call) are handed out to GOMAXPROCS
+// goroutines.
 func SparseMatMulT(c, a []float32, w *Sparse24, m int, acc bool) {
 	if w == nil || w.cols == nil {
 		panic("kernel: SparseMatMulT: weight not built by NewSparse24")
@@ -106,32 +109,56 @@ func SparseMatMulT(c, a []float32, w *Sparse24, m int, acc bool) {
 	}
 	ks := active
 	mt := ks.mt
-	xtBuf := getBuf(K * mt)
-	ctBuf := getBuf(R * mt)
-	defer bufPool.Put(xtBuf)
-	defer bufPool.Put(ctBuf)
-	xt, ct := *xtBuf, *ctBuf
-
+	tiles := (m + mt - 1) / mt
 	threads := runtime.GOMAXPROCS(0)
-	for t0 := 0; t0 < m; t0 += mt {
-		tm := min(mt, m-t0)
-		transposeTile(xt, a[t0*K:], K, tm, mt)
-		// Work for this tile: R*K/2 kept values × mt lanes.
-		t := 1
-		if threads > 1 && R*K*mt >= parallelMinFlops {
-			t = min(threads, R/8)
-		}
-		if t <= 1 {
-			sparseRowsBlock(ks, xt, w, ct, c, t0, tm, 0, R, acc)
-			continue
-		}
-		var wg sync.WaitGroup
-		for s := 0; s < t; s++ {
-			r0, r1 := R*s/t, R*(s+1)/t
-			wg.Go(func() { sparseRowsBlock(ks, xt, w, ct, c, t0, tm, r0, r1, acc) })
-		}
-		wg.Wait()
+	if R*K*min(m, mt) < parallelMinFlops {
+		threads = 1
 	}
+	// 1. Transpose every token tile once: xt[t] is [Cols][mt] for tokens
+	//    t*mt .. t*mt+mt (zero beyond m).
+	xtBuf := getBuf(tiles * K * mt)
+	defer bufPool.Put(xtBuf)
+	xt := *xtBuf
+	parallel(tiles, threads, func(t int) {
+		t0 := t * mt
+		transposeTile(xt[t*K*mt:(t+1)*K*mt], a[t0*K:], K, min(mt, m-t0), mt)
+	})
+	// 2. Blocks of weight rows: each block's values and indices come from
+	//    memory once and serve every token tile while they sit in cache; the
+	//    block's partial results (rows × all tokens) stay in L2.
+	rb := min(max(131072/(tiles*mt)/8*8, 8), 256, R)
+	blocks := (R + rb - 1) / rb
+	parallel(blocks, threads, func(b int) {
+		r0, r1 := b*rb, min(b*rb+rb, R)
+		ctBuf := getBuf((r1 - r0) * tiles * mt)
+		sparseRowsBlock(ks, xt, w, *ctBuf, c, m, r0, r1, acc)
+		bufPool.Put(ctBuf)
+	})
+}
+
+// parallel runs f(0..n-1) on up to threads goroutines, handing out indices
+// in order (dynamic, so a slow core on a shared machine does less).
+func parallel(n, threads int, f func(i int)) {
+	if threads <= 1 || n <= 1 {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for s := 0; s < min(threads, n); s++ {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // sparseKC is the column block (dense columns) of the sparse kernel: the
@@ -139,28 +166,36 @@ func SparseMatMulT(c, a []float32, w *Sparse24, m int, acc bool) {
 // in L1.
 func sparseKC(mt int) int { return max(32, 8192/mt) }
 
-// sparseRowsBlock computes rows r0..r1 of the weight for one token tile and
-// writes C[t0:t0+tm, r0:r1].
-func sparseRowsBlock(ks kernelSet, xt []float32, w *Sparse24, ct, c []float32, t0, tm, r0, r1 int, acc bool) {
+// sparseRowsBlock computes weight rows r0..r1 for all m tokens and writes
+// C[:, r0:r1]. ct holds (r1-r0) × tiles × mt partial sums: tile t, row r at
+// ct[(t*(r1-r0)+r)*mt:].
+func sparseRowsBlock(ks kernelSet, xt []float32, w *Sparse24, ct, c []float32, m, r0, r1 int, acc bool) {
 	mt, K, R := ks.mt, w.Cols, w.Rows
+	tiles := (m + mt - 1) / mt
+	rows := r1 - r0
 	half := K / 2
 	kcb := sparseKC(mt)
-	part := ct[r0*mt : r1*mt]
-	clear(part)
+	clear(ct[:rows*tiles*mt])
 	for kb := 0; kb < K; kb += kcb {
 		nk := min(kcb, K-kb) / 2
 		base := r0*half + kb/2
-		ks.sparse(xt, w.Values[base:], w.cols[base:], half, nk, part, r1-r0)
+		for t := 0; t < tiles; t++ {
+			ks.sparse(xt[t*K*mt:(t+1)*K*mt], w.Values[base:], w.cols[base:], half, nk, ct[t*rows*mt:], rows)
+		}
 	}
-	for i := 0; i < tm; i++ {
-		dst := c[(t0+i)*R+r0 : (t0+i)*R+r1]
-		if acc {
-			for r := range dst {
-				dst[r] += part[r*mt+i]
-			}
-		} else {
-			for r := range dst {
-				dst[r] = part[r*mt+i]
+	for t := 0; t < tiles; t++ {
+		part := ct[t*rows*mt : (t+1)*rows*mt]
+		for i := 0; i < min(mt, m-t*mt); i++ {
+			row := t*mt + i
+			dst := c[row*R+r0 : row*R+r1]
+			if acc {
+				for r := range dst {
+					dst[r] += part[r*mt+i]
+				}
+			} else {
+				for r := range dst {
+					dst[r] = part[r*mt+i]
+				}
 			}
 		}
 	}

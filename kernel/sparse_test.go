@@ -188,9 +188,9 @@ func TestSparseMatMulT(t *testing.T) {
 			cases = append(cases, sparseCase{w, dense, x, m, want, abs})
 		}
 	}
-	// Big enough for the parallel path.
-	{
-		rows, cols, m := 256, 512, 130
+	// Big enough for the parallel paths (row split, then tile split).
+	for _, m := range []int{130, 520} {
+		rows, cols := 256, 512
 		dense := random24(r, rows, cols)
 		values, meta, _ := pack24(t, dense, rows, cols)
 		w, err := NewSparse24(rows, cols, values, meta)

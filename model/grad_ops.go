@@ -272,26 +272,52 @@ func gExpf32(x float32) float32 {
 	return p * math.Float32frombits(uint32(int32(n)+127)<<23)
 }
 
-// gSiLU is x·σ(x).
-func gSiLU[F gfloat](x F) F { return x / (1 + gExp(-x)) }
+// gExpRow sets dst[i] = e^(src[i]·scale − sub) and returns the sum (dst may
+// alias src). float32 rows run 16 lanes at a time where AVX-512 is present.
+func gExpRow[F gfloat](dst, src []F, scale, sub F) F {
+	var sum F
+	i := 0
+	if d32, ok := any(dst).([]float32); ok {
+		n, s := gExpVec(d32, any(src).([]float32), float32(scale), float32(sub))
+		i, sum = n, F(s)
+	}
+	for ; i < len(dst); i++ {
+		e := gExp(src[i]*scale - sub)
+		dst[i] = e
+		sum += e
+	}
+	return sum
+}
 
 // gSwiGLU writes h = SiLU(g)⊙u.
 func gSwiGLU[F gfloat](h, g, u []F) {
-	gParallel(len(h), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			h[i] = gSiLU(g[i]) * u[i]
+	gParallel((len(h)+255)/256, func(lo, hi int) {
+		var e [256]F
+		for b := lo; b < hi; b++ {
+			i0, i1 := b*256, min(b*256+256, len(h))
+			ex := e[:i1-i0]
+			gExpRow(ex, g[i0:i1], -1, 0)
+			for j, x := range g[i0:i1] {
+				h[i0+j] = x / (1 + ex[j]) * u[i0+j]
+			}
 		}
 	})
 }
 
 // gSwiGLUBack writes dg and du (overwriting) from dh, g and u.
 func gSwiGLUBack[F gfloat](dg, du, dh, g, u []F) {
-	gParallel(len(dh), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			x := g[i]
-			sig := 1 / (1 + gExp(-x))
-			du[i] = dh[i] * x * sig
-			dg[i] = dh[i] * u[i] * sig * (1 + x*(1-sig))
+	gParallel((len(dh)+255)/256, func(lo, hi int) {
+		var e [256]F
+		for b := lo; b < hi; b++ {
+			i0, i1 := b*256, min(b*256+256, len(dh))
+			ex := e[:i1-i0]
+			gExpRow(ex, g[i0:i1], -1, 0)
+			for j, x := range g[i0:i1] {
+				i := i0 + j
+				sig := 1 / (1 + ex[j])
+				du[i] = dh[i] * x * sig
+				dg[i] = dh[i] * u[i] * sig * (1 + x*(1-sig))
+			}
 		}
 	})
 }
@@ -368,17 +394,10 @@ func gAttention[F gfloat](out, probs, q, k, v []F, B, T, heads, kv, hd int, scr 
 					clear(row[t+1:])
 					a := row[:t+1]
 					mx := F(math.Inf(-1))
-					for s := range a {
-						a[s] *= scale
-						mx = max(mx, a[s])
+					for _, x := range a {
+						mx = max(mx, x)
 					}
-					var sum F
-					for s, x := range a {
-						e := gExp(x - mx)
-						a[s] = e
-						sum += e
-					}
-					inv := 1 / sum
+					inv := 1 / gExpRow(a, a, scale, mx*scale)
 					for s := range a {
 						a[s] *= inv
 					}
@@ -458,12 +477,7 @@ func gCrossEntropy[F gfloat](logits []F, targets []int32, rows, V int, scale F) 
 				}
 				tg := int(targets[r])
 				xt := row[tg]
-				var sum float64
-				for i, x := range row {
-					e := gExp(x - mx)
-					row[i] = e
-					sum += float64(e)
-				}
+				sum := float64(gExpRow(row, row, 1, mx))
 				nll += float64(mx) + math.Log(sum) - float64(xt)
 				k := F(1/sum) * scale
 				for i := range row {

@@ -213,7 +213,7 @@ func LoadGGUF(path string) (*Model, *tokenizer.Tokenizer, error) {
 	}
 	// llama.cpp runs "llama" with interleaved RoPE (its converter permutes q/k
 	// rows to match), "qwen2" with NEOX (rotate half) on unpermuted rows.
-	c.RopeInterleaved = lc.Arch != "llama"
+	c.RopeInterleaved = lc.Arch == "llama"
 	if _, ok := format.Lookup(f, ggufNames.output); !ok {
 		c.Tied = true
 	} else {

@@ -97,7 +97,7 @@ func (r *Rope) apply(x []float32, B, T, heads, pos0 int, sign float32) {
 
 // Softmax normalises x in place: exp(x − max) / Σ.
 func Softmax(x []float32) {
-	if len(x) == 0 {
+	if len(x) == 0 || softmaxVec(x) {
 		return
 	}
 	mx := x[0]

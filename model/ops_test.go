@@ -219,3 +219,31 @@ func TestFastExpf(t *testing.T) {
 		t.Fatal("expf range ends")
 	}
 }
+
+func TestSoftmaxLengths(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, n := range []int{1, 15, 16, 17, 33, 100, 257} {
+		x := randVec(r, n, 30)
+		x[n/2] = -200 // far below the max: underflows towards 0
+		want := make([]float32, n)
+		mx := math.Inf(-1)
+		for _, v := range x {
+			mx = math.Max(mx, float64(v))
+		}
+		var s float64
+		for i, v := range x {
+			e := math.Exp(float64(v) - mx)
+			want[i] = float32(e)
+			s += e
+		}
+		for i := range want {
+			want[i] = float32(float64(want[i]) / s)
+		}
+		Softmax(x)
+		for i := range x {
+			if math.Abs(float64(x[i]-want[i])) > 1e-6 {
+				t.Fatalf("n=%d: softmax[%d] = %v, want %v", n, i, x[i], want[i])
+			}
+		}
+	}
+}

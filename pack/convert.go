@@ -32,7 +32,7 @@ var ErrConvert = errors.New("convert")
 
 // ErrNotSparse reports a weight that does not follow the pattern a layout
 // needs while no mask method or file was given. It wraps mask.ErrPattern.
-var ErrNotSparse = fmt.Errorf("%w: weight is not sparse where the layout needs it", mask.ErrPattern)
+var ErrNotSparse = fmt.Errorf("%w: not sparse where the layout needs it", mask.ErrPattern)
 
 // Options configure Convert. The zero value converts to the input's own
 // format, dtypes kept, nothing pruned.
@@ -70,6 +70,9 @@ type Result struct {
 	BytesIn  int64 // tensor bytes read
 	BytesOut int64 // tensor bytes written
 }
+
+// copyBufs are the 1 MiB buffers of passthrough copies.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // plan is what happens to one input tensor.
 type plan struct {
@@ -127,6 +130,10 @@ type converter struct {
 	sparseIn string
 	raw      *rawFiles
 	written  *Manifest // the manifest written, nil if none
+	// computeErr is the first error computing a tensor, returned as is
+	// (not wrapped by the writer in the temporary file's name).
+	errOnce    sync.Once
+	computeErr error
 	// denseWarned counts "stored masked-dense" warnings.
 	denseWarned int
 }
@@ -376,6 +383,9 @@ func (c *converter) run() (*Result, error) {
 		files, trs, err = c.writeSafetensors(tensors, pr)
 	}
 	if err != nil {
+		if c.computeErr != nil && c.ctx.Err() == nil {
+			return nil, c.computeErr
+		}
 		return nil, err
 	}
 	res.Files = files
@@ -465,6 +475,7 @@ func (j *job) writer(i int) func(w io.Writer) (int64, error) {
 			}
 		})
 		if j.err != nil {
+			j.c.errOnce.Do(func() { j.c.computeErr = j.err })
 			return 0, j.err
 		}
 		b := j.outs[i]
@@ -491,8 +502,13 @@ func (c *converter) tensors() ([]format.Tensor, error) {
 						return 0, err
 					}
 					defer rc.Close()
-					n, err := io.CopyN(w, rc, ti.Size)
+					bp := copyBufs.Get().(*[]byte)
+					defer copyBufs.Put(bp)
+					n, err := io.CopyBuffer(w, io.LimitReader(rc, ti.Size), *bp)
 					c.bytesIn.Add(n)
+					if err == nil && n != ti.Size {
+						err = &format.FormatError{File: ti.File, Tensor: ti.Name, Offset: ti.Offset + n, Msg: fmt.Sprintf("tensor data ends after %d of %d bytes", n, ti.Size)}
+					}
 					return n, err
 				}}
 			ts = append(ts, t)
@@ -616,6 +632,14 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 			}
 		}
 	}
+	// pattern required by the layout, checked in the input's row order
+	if p.target && p.layout != Dense && m == nil {
+		pat := c.pattern
+		if ok, row, group := IsPattern(p.outDT, p.rows, p.cols, out, pat); !ok {
+			return nil, fmt.Errorf("%s: tensor %q: at byte %d: %w: row %d, group %d (columns %d-%d) has more than %d nonzeros of %d (--layout %s); give --method or --mask to choose a mask",
+				ti.File, ti.Name, ti.Offset, ErrNotSparse, row, group, group*pat.M, group*pat.M+pat.M-1, pat.N, pat.M, p.layout)
+		}
+	}
 	if p.heads != 0 {
 		rows := int(ti.NumElements())
 		if len(ti.Shape) >= 1 {
@@ -631,23 +655,9 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
 		}
 		out = perm
-		if m != nil {
-			// keep the mask in the input's row order (as the mask file stores it)
-		}
 	}
 	if !p.target {
 		return [][]byte{out}, nil
-	}
-	// pattern required by the layout
-	if p.layout != Dense && m == nil {
-		pat := c.pattern
-		if ok, row, group := IsPattern(p.outDT, p.rows, p.cols, out, pat); !ok {
-			if p.heads != 0 && row >= 0 {
-				row = -1 // permuted row order; report the group only
-			}
-			return nil, fmt.Errorf("%w: tensor %q (%s, offset %d): row %d, group %d (columns %d-%d) keeps more than %d of %d; give --method or --mask to choose a mask",
-				ErrNotSparse, ti.Name, ti.File, ti.Offset, row, group, group*pat.M, group*pat.M+pat.M-1, pat.N, pat.M)
-		}
 	}
 	if p.pruned != nil {
 		p.pruned.Density = density(p.outDT, out, m)
@@ -781,7 +791,11 @@ func (c *converter) writeGGUF(ts []format.Tensor, pr func(int64, int64)) ([]File
 	if _, err := os.Lstat(c.out); err == nil && !c.opts.Overwrite {
 		return nil, nil, fmt.Errorf("%w: %w: %s", ErrConvert, format.ErrExists, c.out)
 	}
-	ht, hs := hashingTensors(ts)
+	sparse := c.sparse()
+	ht, hs := ts, []hash.Hash(nil)
+	if sparse { // digests only for the manifest
+		ht, hs = hashingTensors(ts)
+	}
 	if err := gguf.Write(c.ctx, c.out, kvs, ht, gguf.WriteOptions{Jobs: c.jobs(), Progress: pr}); err != nil {
 		return nil, nil, err
 	}
@@ -791,16 +805,24 @@ func (c *converter) writeGGUF(ts []format.Tensor, pr func(int64, int64)) ([]File
 			os.Remove(c.out)
 		}
 	}()
-	f, err := HashFile(c.out)
-	if err != nil {
-		return nil, nil, err
+	var f File
+	if sparse {
+		var err error
+		if f, err = HashFile(c.out); err != nil {
+			return nil, nil, err
+		}
+	} else if st, err := os.Stat(c.out); err == nil {
+		f = File{Name: filepath.Base(c.out), Size: st.Size()}
 	}
 	trs := make([]safetensors.TensorResult, len(ts))
 	for i, t := range ts {
-		trs[i] = safetensors.TensorResult{Name: t.Name, File: f.Name, Size: t.Size, SHA256: hex.EncodeToString(hs[i].Sum(nil))}
+		trs[i] = safetensors.TensorResult{Name: t.Name, File: f.Name, Size: t.Size}
+		if hs != nil {
+			trs[i].SHA256 = hex.EncodeToString(hs[i].Sum(nil))
+		}
 	}
 	files := []File{f}
-	if c.sparse() {
+	if sparse {
 		man, err := c.manifest(files, ts, trs)
 		if err != nil {
 			return nil, nil, err

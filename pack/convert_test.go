@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -125,8 +126,8 @@ func TestStoriesRoundTrip(t *testing.T) {
 	}
 	b0, _ := os.ReadFile(in)
 	b1, _ := os.ReadFile(filepath.Join(dir, "back.gguf"))
-	if !bytes.Equal(b0, b1) {
-		t.Logf("note: files are not byte-identical (%d vs %d bytes)", len(b0), len(b1))
+	if !bytes.Equal(b0, b1) { // same metadata, order, alignment: llama.cpp's bytes
+		t.Errorf("GGUF → HF → GGUF is not byte-identical (%d vs %d bytes)", len(b0), len(b1))
 	}
 }
 
@@ -501,5 +502,68 @@ func TestZstdOutputReadBack(t *testing.T) {
 	m, err := ReadManifest(filepath.Join(z, ManifestName))
 	if err != nil || m.Compress != "zstd" {
 		t.Errorf("manifest %v %v", m, err)
+	}
+}
+
+// TestQuantizedInput: a GGUF holding Q8_0 weights converts to safetensors
+// with the weights dequantized to F32 (exactly format.Dequantize's values),
+// and prunes from the dequantized values.
+func TestQuantizedInput(t *testing.T) {
+	dir := t.TempDir()
+	cfg := synth.Tiny()
+	cfg.DType = format.F32
+	src := filepath.Join(dir, "f32.gguf")
+	if err := synth.WriteGGUF(src, cfg, 2); err != nil {
+		t.Fatal(err)
+	}
+	g, err := gguf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// rewrite ffn_up of block 0 as Q8_0 blocks (scale 1/64, q = i%7-3)
+	var ts []format.Tensor
+	qname := "blk.0.ffn_up.weight"
+	var qraw []byte
+	for _, ti := range g.Tensors() {
+		if ti.Name != qname {
+			ts = append(ts, format.Passthrough(g, ti))
+			continue
+		}
+		n := ti.NumElements()
+		for b := int64(0); b < n/32; b++ {
+			qraw = append(qraw, 0x00, 0x24) // F16 1/64 = 0x2400
+			for i := 0; i < 32; i++ {
+				qraw = append(qraw, byte(int8((int(b)+i)%7-3)))
+			}
+		}
+		raw := qraw
+		ts = append(ts, format.Tensor{Name: ti.Name, DType: format.Q8_0, Shape: ti.Shape, Size: int64(len(raw)),
+			WriteTo: func(w io.Writer) (int64, error) { n, err := w.Write(raw); return int64(n), err }})
+	}
+	q := filepath.Join(dir, "q.gguf")
+	if err := gguf.Write(context.Background(), q, g.KV(), ts, gguf.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	want := make([]float32, len(qraw)/34*32)
+	if err := format.Dequantize(format.Q8_0, qraw, want); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "hf")
+	mustConvert(t, q, out, Options{To: "safetensors"})
+	b, infos := tensorsOf(t, out)
+	ti := infos["model.layers.0.mlp.up_proj.weight"]
+	if ti.DType != format.F32 {
+		t.Fatalf("dequantized dtype %v", ti.DType)
+	}
+	got := make([]float32, len(want))
+	_ = format.ToFloat32(format.F32, b[ti.Name], got)
+	if !reflect.DeepEqual(got, want) || want[1] != float32(-2)/64 {
+		t.Error("Q8_0 weights not dequantized exactly")
+	}
+	// pruning a quantized weight works on its dequantized values
+	r := mustConvert(t, q, filepath.Join(dir, "p"), Options{To: "safetensors", Method: Magnitude(), DType: "bf16", Layout: Cutlass})
+	if r.Pruned != 14 {
+		t.Errorf("pruned %d", r.Pruned)
 	}
 }

@@ -38,8 +38,6 @@ run() {
 	done
 	echo "$best $rss"
 }
-cpsync() { cp "$MODEL" "$WORK/cp.safetensors" && sync "$WORK/cp.safetensors"; }
-export -f cpsync 2>/dev/null || true
 
 read CP CPRSS < <(run bash -c "cp '$MODEL' '$WORK/cp.safetensors' && sync '$WORK/cp.safetensors'")
 read CV CVRSS < <(run "$SP" convert "$IN" "$WORK/out" -q --jobs "$JOBS")
@@ -71,8 +69,8 @@ sizes() { # NAME SRC DTYPEFLAG
 	base=$(du -cb "$src"/*.safetensors* 2>/dev/null | tail -1 | cut -f1)
 	for layout in dense cutlass bitmask; do
 		rm -rf "$WORK/s" "$WORK/sz"
-		"$SP" convert "$src" "$WORK/s" -q --method magnitude --layout "$layout" "$@"
-		"$SP" convert "$src" "$WORK/sz" -q --method magnitude --layout "$layout" --compress zstd "$@"
+		"$SP" convert "$src" "$WORK/s" -q --method magnitude --layout "$layout" "$@" > /dev/null
+		"$SP" convert "$src" "$WORK/sz" -q --method magnitude --layout "$layout" --compress zstd "$@" > /dev/null
 		local a b
 		a=$(du -cb "$WORK"/s/*.safetensors* | tail -1 | cut -f1)
 		b=$(du -cb "$WORK"/sz/*.safetensors* | tail -1 | cut -f1)
@@ -81,7 +79,7 @@ sizes() { # NAME SRC DTYPEFLAG
 	echo "(dense input: $base bytes)"
 }
 if [ -f ../shared/data/stories260K.gguf ]; then
-	"$SP" convert ../shared/data/stories260K.gguf "$WORK/stories" --dtype bf16 -q
+	"$SP" convert ../shared/data/stories260K.gguf "$WORK/stories/" --dtype bf16 -q > /dev/null
 	sizes "stories260K (BF16)" "$WORK/stories"
 fi
 sizes "synthetic $SIZE-byte BF16" "$IN"

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/sparsify/sparsify/format"
 )
@@ -75,4 +78,59 @@ func BenchmarkRead(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPassthrough copies a checkpoint tensor by tensor (Open → WriteFile,
+// the convert --dtype keep path) and reports the ratio to `cp` plus fsync of
+// the same file, measured in the same run.
+//
+//	go test -run=^$ -bench=Passthrough -benchtime=3x ./format/safetensors/
+func BenchmarkPassthrough(b *testing.B) {
+	for _, noHash := range []bool{false, true} {
+		b.Run(fmt.Sprint("nohash=", noHash), func(b *testing.B) { benchPassthrough(b, noHash) })
+	}
+}
+
+func benchPassthrough(b *testing.B, noHash bool) {
+	const n, size = 64, 4 << 20
+	dir := b.TempDir()
+	src := filepath.Join(dir, "src.safetensors")
+	if _, err := WriteFile(context.Background(), src, benchTensors(n, size), WriteOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	cpTime := func() time.Duration {
+		t0 := time.Now()
+		out := filepath.Join(dir, "cp.safetensors")
+		if err := exec.Command("cp", src, out).Run(); err != nil {
+			b.Skip("no cp:", err)
+		}
+		f, _ := os.Open(out)
+		f.Sync()
+		f.Close()
+		os.Remove(out)
+		return time.Since(t0)
+	}
+	var ours, cp time.Duration
+	b.SetBytes(n * size)
+	for i := 0; b.Loop(); i++ {
+		cp += cpTime()
+		t0 := time.Now()
+		f, err := Open(src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ts []format.Tensor
+		for _, ti := range f.Tensors() {
+			ts = append(ts, format.Passthrough(f, ti))
+		}
+		out := filepath.Join(dir, "out.safetensors")
+		if _, err := WriteFile(context.Background(), out, ts, WriteOptions{Metadata: f.Metadata(), NoHash: noHash}); err != nil {
+			b.Fatal(err)
+		}
+		f.Close()
+		ours += time.Since(t0)
+		os.Remove(out)
+	}
+	b.ReportMetric(float64(n*size*b.N)/cp.Seconds()/1e6, "cp-MB/s")
+	b.ReportMetric(cp.Seconds()/ours.Seconds(), "x-cp")
 }

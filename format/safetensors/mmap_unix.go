@@ -34,3 +34,12 @@ func dropPages(b []byte, off, n int64) {
 	}
 	_ = unix.Madvise(b[start:end], unix.MADV_DONTNEED)
 }
+
+// preallocate reserves size bytes for f where the file system supports it,
+// so that tensors written concurrently at their offsets land in contiguous
+// extents. Errors are ignored: it is only a hint.
+func preallocate(f any, size int64) {
+	if fd, ok := f.(interface{ Fd() uintptr }); ok && size > 0 {
+		_ = fallocate(int(fd.Fd()), size)
+	}
+}

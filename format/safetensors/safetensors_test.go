@@ -723,3 +723,89 @@ func TestSeekTableCorruption(t *testing.T) {
 		}
 	}
 }
+
+// rssFile is the file-backed part of the process's resident set (Linux).
+func rssFile(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb)
+			return kb << 10
+		}
+	}
+	t.Skip("no RssFile in /proc/self/status")
+	return 0
+}
+
+// Reading every tensor through Open must not leave the mapped checkpoint resident.
+func TestReadKeepsRSSBounded(t *testing.T) {
+	const n, size = 12, 4 << 20
+	data := make([]byte, size)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	var ts []format.Tensor
+	for i := range n {
+		ts = append(ts, bytesTensor(fmt.Sprint("t", i), format.U8, []int64{size}, data))
+	}
+	p := filepath.Join(t.TempDir(), "big.safetensors")
+	if _, err := WriteFile(context.Background(), p, ts, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.data == nil {
+		t.Skip("file not mapped")
+	}
+	before := rssFile(t)
+	buf := make([]byte, 1<<20)
+	for _, ti := range f.Tensors() {
+		rc, _ := f.Open(ti.Name)
+		if m, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{rc}, buf); err != nil || m != ti.Size {
+			t.Fatal(m, err)
+		}
+		rc.Close()
+	}
+	if grew := rssFile(t) - before; grew > 2*size {
+		t.Errorf("file-backed RSS grew by %d MiB reading a %d MiB checkpoint", grew>>20, n*size>>20)
+	}
+}
+
+func TestNoHash(t *testing.T) {
+	ts, data := sampleTensors(14)
+	for _, comp := range []string{"", "zstd"} {
+		dir := t.TempDir()
+		res, err := WriteDir(context.Background(), dir, ts, WriteOptions{NoHash: true, Compress: comp, MaxShardSize: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fr := range res.Files {
+			if fr.SHA256 != "" && fr.Name != IndexName {
+				t.Errorf("%s: hash %q under NoHash", fr.Name, fr.SHA256)
+			}
+		}
+		for _, tr := range res.Tensors {
+			if tr.SHA256 != "" {
+				t.Errorf("%s: hash under NoHash", tr.Name)
+			}
+		}
+		d, err := OpenDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readAllSource(t, d)
+		d.Close()
+		for name, b := range data {
+			if !bytes.Equal(got[name], b) {
+				t.Errorf("%s differs", name)
+			}
+		}
+	}
+}

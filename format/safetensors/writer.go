@@ -42,6 +42,11 @@ type WriteOptions struct {
 	Jobs int
 	// Compress is "" (plain files) or "zstd": each file is written as NAME.zst.
 	Compress string
+	// NoHash skips computing SHA256 digests (FileResult.SHA256 and
+	// TensorResult.SHA256 stay empty). Hashing costs two SHA-256 passes over
+	// the data (tensor bytes, then the file); callers that write no manifest
+	// save that CPU time.
+	NoHash bool
 	// Progress, if set, is called with the tensor bytes written so far and the
 	// total (about every 4 MiB, and once at the end), never concurrently with
 	// itself.
@@ -363,8 +368,12 @@ func writeBody(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, t
 	return writePlain(ctx, f, hdr, ts, trs, opts, pr)
 }
 
-func writeTensor(ctx context.Context, w io.Writer, t format.Tensor, pr *progress) (string, error) {
-	tw := &tensorWriter{ctx: ctx, w: w, h: sha256.New(), size: t.Size, name: t.Name, pr: pr}
+func writeTensor(ctx context.Context, w io.Writer, t format.Tensor, pr *progress, noHash bool) (string, error) {
+	var h hash.Hash = nopHash{}
+	if !noHash {
+		h = sha256.New()
+	}
+	tw := &tensorWriter{ctx: ctx, w: w, h: h, size: t.Size, name: t.Name, pr: pr}
 	n, err := t.WriteTo(tw)
 	if err == nil && (n != t.Size || tw.n != t.Size) {
 		err = fmt.Errorf("WriteTo wrote %d bytes (reported %d), want %d", tw.n, n, t.Size)
@@ -375,8 +384,20 @@ func writeTensor(ctx context.Context, w io.Writer, t format.Tensor, pr *progress
 		}
 		return "", fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
+	if noHash {
+		return "", nil
+	}
 	return hex.EncodeToString(tw.h.Sum(nil)), nil
 }
+
+// nopHash stands in for sha256 under NoHash.
+type nopHash struct{}
+
+func (nopHash) Write(p []byte) (int, error) { return len(p), nil }
+func (nopHash) Sum(b []byte) []byte         { return b }
+func (nopHash) Reset()                      {}
+func (nopHash) Size() int                   { return 0 }
+func (nopHash) BlockSize() int              { return 64 }
 
 // writePlain writes the header, then the bodies concurrently at their
 // offsets, while one goroutine hashes the file in order by reading back each
@@ -389,6 +410,7 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 	for _, t := range ts {
 		size += t.Size
 	}
+	preallocate(f, size)
 	g, gctx := errgroup.WithContext(ctx)
 	done := make([]chan struct{}, len(ts))
 	for i := range done {
@@ -400,6 +422,9 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 	hashDone := make(chan struct{})
 	go func() { // in-order file hash
 		defer close(hashDone)
+		if opts.NoHash {
+			return
+		}
 		buf := make([]byte, 1<<20)
 		for i, t := range ts {
 			select {
@@ -425,7 +450,7 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 		}
 		g.Go(func() error {
 			bw := bufio.NewWriterSize(io.NewOffsetWriter(f, trs[i].Offset), 1<<20)
-			sum, err := writeTensor(gctx, bw, t, pr)
+			sum, err := writeTensor(gctx, bw, t, pr, opts.NoHash)
 			if err == nil {
 				err = bw.Flush()
 			}
@@ -448,6 +473,9 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 	if err != nil {
 		return FileResult{}, err
 	}
+	if opts.NoHash {
+		return FileResult{Size: size}, nil
+	}
 	return FileResult{Size: size, SHA256: hex.EncodeToString(fileHash.Sum(nil))}, nil
 }
 
@@ -466,7 +494,10 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // writeZstd streams header and bodies, in order, into a seekable zstd file:
 // independent frames compressed concurrently, then the seek table.
 func writeZstd(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, trs []TensorResult, opts *WriteOptions, pr *progress) (FileResult, error) {
-	fileHash := sha256.New()
+	var fileHash hash.Hash = nopHash{}
+	if !opts.NoHash {
+		fileHash = sha256.New()
+	}
 	cw := &countWriter{w: io.MultiWriter(f, fileHash)}
 	bw := bufio.NewWriterSize(cw, 1<<20)
 	sw, err := newSeekWriter(bw, opts.jobs())
@@ -481,7 +512,7 @@ func writeZstd(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, t
 		return fail(err)
 	}
 	for i, t := range ts {
-		sum, err := writeTensor(ctx, sw, t, pr)
+		sum, err := writeTensor(ctx, sw, t, pr, opts.NoHash)
 		if err != nil {
 			return fail(err)
 		}
@@ -492,6 +523,9 @@ func writeZstd(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, t
 	}
 	if err := bw.Flush(); err != nil {
 		return FileResult{}, err
+	}
+	if opts.NoHash {
+		return FileResult{Size: cw.n}, nil
 	}
 	return FileResult{Size: cw.n, SHA256: hex.EncodeToString(fileHash.Sum(nil))}, nil
 }

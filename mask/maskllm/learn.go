@@ -23,6 +23,9 @@ const (
 	FileMask   = "mask.safetensors"
 	FileLog    = "log.csv"
 	FilePlot   = "curve.png"
+	// FilePrior holds the one-shot prior masks a run computed (sparsegpt,
+	// wanda, magnitude), reusable as --prior of a later run.
+	FilePrior = "prior.safetensors"
 )
 
 // StepLog is one row of the training log.
@@ -235,10 +238,10 @@ func (s *State) evalHard(ctx context.Context, m *model.Model, ids []int32, seqLe
 // buildPrior computes the prior masks named by o.Prior, or returns a
 // checkpoint to copy logits from.
 func buildPrior(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, o *Options) (map[string]*mask.Mask, *Checkpoint, error) {
-	switch o.Prior {
-	case "", "none":
+	switch {
+	case o.Prior == "" || o.Prior == "none":
 		return nil, nil, nil
-	case "sparsegpt", "sparsegpt-mask", "wanda", "magnitude":
+	case isMethod(o.Prior):
 		method := o.Prior
 		if method == "sparsegpt" {
 			method = "sparsegpt-mask"
@@ -268,6 +271,15 @@ func buildPrior(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, o
 		return nil, nil, fmt.Errorf("maskllm: prior: %w", err)
 	}
 	return masks, nil, nil
+}
+
+// isMethod reports whether a prior names a one-shot method.
+func isMethod(p string) bool {
+	switch p {
+	case "sparsegpt", "sparsegpt-mask", "wanda", "magnitude":
+		return true
+	}
+	return false
 }
 
 func (o *Options) logf(f string, args ...any) {
@@ -352,6 +364,13 @@ func Learn(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, opts O
 			if err := st.ApplyPrior(priors, o.Alpha); err != nil {
 				return nil, fmt.Errorf("maskllm: prior %s: %w", o.Prior, err)
 			}
+			if isMethod(o.Prior) {
+				meta := map[string]string{"method": o.Prior, "pattern": "2:4", "calib": o.Data,
+					"calib_samples": strconv.Itoa(o.CalibSamples), "seq_len": strconv.Itoa(o.SeqLen)}
+				if err := mask.WriteFile(filepath.Join(o.Out, FilePrior), priors, meta); err != nil {
+					return nil, err
+				}
+			}
 			o.logf("prior: %s, α = %g", o.Prior, o.Alpha)
 		}
 	}
@@ -384,7 +403,7 @@ func Learn(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, opts O
 		totalGroups += L.Groups
 	}
 	bar := newProgress(o, st.Step)
-	for st.Step < o.Steps {
+	for st.Step < o.Steps && (o.StopAfter == 0 || st.Step < o.StopAfter) {
 		t := st.Step
 		sc := o.At(t)
 		batchTokens(tokens, stream, B, T, o.Seed, t)
@@ -408,7 +427,7 @@ func Learn(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, opts O
 		row := StepLog{Step: st.Step, Loss: loss, Reg: reg, Tau: sc.Tau, Kappa: sc.Kappa, Lambda: sc.Lambda,
 			LR: sc.LR, GradNorm: norm, MaxProb: maxp, Changed: float64(changed) / float64(totalGroups),
 			EvalPPL: math.NaN(), Tokens: int64(st.Step) * int64(B*T), Seconds: time.Since(start).Seconds()}
-		last := st.Step == o.Steps
+		last := st.Step == o.Steps || st.Step == o.StopAfter
 		if evalIDs != nil && (last || o.EvalEvery > 0 && st.Step%o.EvalEvery == 0) {
 			if row.EvalPPL, err = st.evalHard(ctx, m, evalIDs, o.EvalSeqLen); err != nil {
 				if ctx.Err() != nil {

@@ -95,7 +95,12 @@ func readLog(path string, upto int) ([]StepLog, error) {
 
 // WritePlot draws the training loss, the held-out hard-mask perplexity and
 // the fraction of groups whose argmax changed, per step, as a PNG.
-func WritePlot(path string, rows []StepLog) error {
+func WritePlot(path string, rows []StepLog) (err error) {
+	defer func() { // the plotting library panics on some degenerate inputs
+		if r := recover(); r != nil {
+			err = fmt.Errorf("maskllm: plot %s: %v", path, r)
+		}
+	}()
 	panel := func(title, ylabel string, get func(StepLog) float64, logY bool) *plot.Plot {
 		p := plot.New()
 		p.Title.Text = title
@@ -109,7 +114,7 @@ func WritePlot(path string, rows []StepLog) error {
 			}
 			xy = append(xy, plotter.XY{X: float64(r.Step), Y: v})
 		}
-		if logY {
+		if logY && len(xy) > 0 {
 			p.Y.Scale = plot.LogScale{}
 			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 		}

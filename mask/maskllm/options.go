@@ -47,6 +47,10 @@ type Options struct {
 	EvalSeqLen      int // eval chunk length (256)
 	CheckpointEvery int // checkpoint every K steps (100; 0 = only at the end and on cancel)
 	Recompute       bool
+	// StopAfter, if > 0, ends the run after that many completed steps (the
+	// schedules still span Steps): the outputs are written as at the end,
+	// and Resume continues the run later.
+	StopAfter int
 
 	// Progress receives the progress bar (nil: silent); Terminal redraws
 	// one line instead of printing lines.
@@ -87,7 +91,7 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("%w: init-std, reg, lr, wd and clip must be ≥ 0 and eps > 0", ErrOptions)
 	case o.Beta1 < 0 || o.Beta1 >= 1 || o.Beta2 < 0 || o.Beta2 >= 1:
 		return fmt.Errorf("%w: betas %g, %g must be in [0, 1)", ErrOptions, o.Beta1, o.Beta2)
-	case o.EvalEvery < 0 || o.CheckpointEvery < 0 || o.CalibSamples < 0:
+	case o.EvalEvery < 0 || o.CheckpointEvery < 0 || o.CalibSamples < 0 || o.StopAfter < 0:
 		return fmt.Errorf("%w: eval-every, checkpoint-every and calib-samples must be ≥ 0", ErrOptions)
 	case o.Eval != "" && o.EvalSeqLen < 2:
 		return fmt.Errorf("%w: eval seq-len %d", ErrOptions, o.EvalSeqLen)

@@ -36,9 +36,11 @@ func (v *Vocab) Spec() tokenizer.Spec {
 		BOS: BOS, EOS: EOS, UNK: UNK, AddBOS: true, AddSpacePrefix: true}
 }
 
-// TrainBPE learns size−259 merges from paragraphs. Words are split at spaces,
-// each word starting with ▁ (SentencePiece's dummy prefix and space marker),
-// and merges never cross a word boundary. Merge k (0-based) gets score −k, so
+// TrainBPE builds a vocabulary of size pieces from paragraphs: the 259 base
+// tokens, then every character of the text, then merges. Words are split at
+// spaces, each word starting with ▁ (SentencePiece's dummy prefix and space
+// marker), and merges never cross a word boundary. Merge k (0-based) gets
+// score −k (characters score below every merge), so
 // the SentencePiece encoder (highest score first) replays the merges in the
 // order they were learnt. Ties between equally frequent pairs go to the
 // lexicographically smallest pair, so the result is deterministic.
@@ -82,8 +84,33 @@ func TrainBPE(paragraphs []string, size int) (*Vocab, error) {
 		}
 		words[i] = word{syms, freq[w]}
 	}
+	// The alphabet (every character of the text, ▁ included) comes first, as
+	// in SentencePiece vocabularies: the encoder starts from characters, and
+	// one without a piece of its own would fall back to its UTF-8 bytes.
+	alpha := map[string]bool{}
+	for _, w := range words {
+		for _, s := range w.syms {
+			alpha[s] = true
+		}
+	}
+	chars := make([]string, 0, len(alpha))
+	for c := range alpha {
+		chars = append(chars, c)
+	}
+	sort.Strings(chars)
+	if len(v.Tokens)+len(chars) >= size {
+		return nil, fmt.Errorf("train: vocabulary size %d leaves no room for merges after %d characters", size, len(chars))
+	}
 	type pair struct{ a, b string }
 	seen := map[string]bool{}
+	for _, c := range chars {
+		seen[c] = true
+	}
+	firstMerge := len(v.Tokens) + len(chars)
+	for i, c := range chars {
+		// below every merge; never used for merging (single characters)
+		add(c, -float32(size+i), tokenizer.TypeNormal)
+	}
 	for len(v.Tokens) < size {
 		counts := map[pair]int{}
 		for _, w := range words {
@@ -106,7 +133,7 @@ func TrainBPE(paragraphs []string, size int) (*Vocab, error) {
 		}
 		merged := best.a + best.b
 		seen[merged] = true
-		add(merged, -float32(len(v.Tokens)-numBase), tokenizer.TypeNormal)
+		add(merged, -float32(len(v.Tokens)-firstMerge), tokenizer.TypeNormal)
 		for wi := range words {
 			s := words[wi].syms
 			out := s[:0]

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package safetensors
+
+func fallocate(fd int, size int64) error { return nil }

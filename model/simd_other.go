@@ -1,0 +1,5 @@
+//go:build !(goexperiment.simd && amd64)
+
+package model
+
+func softmaxVec(x []float32) bool { return false }
