@@ -13,7 +13,9 @@ import (
 //
 // or scripts/bench-gemm.sh, which alternates with the numpy/OpenBLAS peer and
 // prints medians. GFLOP/s counts dense-equivalent FLOPs (2·m·n·k) for the
-// sparse kernel too, so its figure is directly comparable.
+// sparse kernel too, so its figure is directly comparable; BenchmarkSparseMatMulT
+// also reports sparse/dense, its CPU time over that of as many MatMulT calls
+// on the same shape run right after it.
 
 var benchShapes = [][3]int{{512, 4096, 4096}, {512, 11008, 4096}}
 
@@ -49,19 +51,20 @@ func getBenchData(b *testing.B, s [3]int, sparse bool) *benchData {
 // benchLoop runs f b.N times and reports GFLOP/s (wall) and GFLOP per
 // CPU-second divided by GOMAXPROCS ("GFLOP/s-cpu": the wall figure the run
 // would have shown with every core to itself).
-func benchLoop(b *testing.B, m, n, k int, f func()) {
+func benchLoop(b *testing.B, m, n, k int, f func()) (cpu float64) {
 	f() // warm-up: buffer pools, page faults
 	b.ResetTimer()
 	c0 := cpuSeconds()
 	for b.Loop() {
 		f()
 	}
-	cpu := cpuSeconds() - c0
+	cpu = cpuSeconds() - c0
 	flops := 2 * float64(m) * float64(n) * float64(k) * float64(b.N)
 	b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	if cpu > 0 {
 		b.ReportMetric(flops/(cpu/float64(runtime.GOMAXPROCS(0)))/1e9, "GFLOP/s-cpu")
 	}
+	return cpu
 }
 
 func BenchmarkMatMulT(b *testing.B) {
@@ -79,7 +82,19 @@ func BenchmarkSparseMatMulT(b *testing.B) {
 		b.Run(fmt.Sprintf("%dx%dx%d", s[0], s[1], s[2]), func(b *testing.B) {
 			d := getBenchData(b, s, true)
 			m, n, k := s[0], s[1], s[2]
-			benchLoop(b, m, n, k, func() { SparseMatMulT(d.c, d.x, d.sp, m, false) })
+			cpu := benchLoop(b, m, n, k, func() { SparseMatMulT(d.c, d.x, d.sp, m, false) })
+			// The same number of dense calls right after, untimed, for the
+			// "sparse/dense" metric: sparse CPU time over dense CPU time
+			// (0.5 is the arithmetic limit of 2:4).
+			b.StopTimer()
+			n0 := b.N
+			c0 := cpuSeconds()
+			for range n0 {
+				MatMulT(d.c, d.x, d.w, m, n, k, false)
+			}
+			if dense := cpuSeconds() - c0; dense > 0 && cpu > 0 {
+				b.ReportMetric(cpu/dense, "sparse/dense")
+			}
 		})
 	}
 }

@@ -87,16 +87,21 @@ func weightLeftRows(ks kernelSet, c, xp, w []float32, m, n, k, r0, r1 int, acc b
 				}
 			}
 		}
-		// Cᵀ block → C[:, ic:ic+rows].
-		for i := 0; i < m; i++ {
-			dst := c[i*n+ic : i*n+ic+rows]
-			if acc {
-				for r := range dst {
-					dst[r] += ct[r*mPad+i]
-				}
-			} else {
-				for r := range dst {
-					dst[r] = ct[r*mPad+i]
+		// Cᵀ block → C[:, ic:ic+rows] in 16-token strips: each read of ct is
+		// one cache line, and the 16 rows of C being written stay in L1.
+		for i0 := 0; i0 < m; i0 += 16 {
+			ib := min(16, m-i0)
+			for r := 0; r < rows; r++ {
+				src := ct[r*mPad+i0 : r*mPad+i0+ib]
+				dst := c[i0*n+ic+r:]
+				if acc {
+					for ii, v := range src {
+						dst[ii*n] += v
+					}
+				} else {
+					for ii, v := range src {
+						dst[ii*n] = v
+					}
 				}
 			}
 		}
@@ -105,32 +110,36 @@ func weightLeftRows(ks kernelSet, c, xp, w []float32, m, n, k, r0, r1 int, acc b
 
 // packWeightRows packs W[ic:ic+rows, 0:k] for every kc chunk into mr-row
 // panels (the packA layout, one chunk after another at chunkStride), reading
-// each weight row once, front to back. Rows rows..roundUp(rows, mr) are zero.
+// mr weight rows at a time front to back. Rows past rows are zero.
 func packWeightRows(dst, w []float32, k, ic, rows, mc, mr, kcF int) {
 	chunkStride := mc / mr * (kcF*mr + 4)
-	rowsPad := roundUp(rows, mr)
-	for r := 0; r < rowsPad; r++ {
-		var src []float32
-		if r < rows {
-			src = w[(ic+r)*k : (ic+r)*k+k]
-		}
+	for r0 := 0; r0 < rows; r0 += mr {
 		for pc := 0; pc < k; pc += kcF {
 			kc := min(kcF, k-pc)
-			panel := dst[pc/kcF*chunkStride+r/mr*(kc*mr+4):]
+			panel := dst[pc/kcF*chunkStride+r0/mr*(kc*mr+4):]
 			panel = panel[:kc*mr+4]
-			lane := r % mr
-			if src == nil {
-				for p := 0; p < kc; p++ {
-					panel[p*mr+lane] = 0
+			if mr == 2 && r0+1 < rows {
+				a := w[(ic+r0)*k+pc : (ic+r0)*k+pc+kc]
+				b := w[(ic+r0+1)*k+pc : (ic+r0+1)*k+pc+kc]
+				b = b[:len(a)]
+				for p, v := range a {
+					panel[2*p] = v
+					panel[2*p+1] = b[p]
 				}
 			} else {
-				for p, v := range src[pc : pc+kc] {
-					panel[p*mr+lane] = v
+				for lane := 0; lane < mr; lane++ {
+					if r0+lane >= rows {
+						for p := 0; p < kc; p++ {
+							panel[p*mr+lane] = 0
+						}
+						continue
+					}
+					for p, v := range w[(ic+r0+lane)*k+pc : (ic+r0+lane)*k+pc+kc] {
+						panel[p*mr+lane] = v
+					}
 				}
 			}
-			if lane == 0 {
-				clear(panel[kc*mr:])
-			}
+			clear(panel[kc*mr:])
 		}
 	}
 }

@@ -11,6 +11,7 @@ var genericSet = kernelSet{
 	micro:  microGeneric,
 	mt:     16,
 	sparse: sparseGeneric,
+	dot:    dotGeneric, axpy: axpyGeneric, scale: scaleGeneric,
 }
 
 func microGeneric(kc int, pa, pb, c []float32, ldc int, load bool) {
@@ -57,14 +58,13 @@ func microGeneric(kc int, pa, pb, c []float32, ldc int, load bool) {
 }
 
 // sparseGeneric is the 16-token sparse tile kernel in plain Go.
-func sparseGeneric(xt, vals []float32, cols []int32, ldv, nk int, ct []float32, rows int) {
+func sparseGeneric(xt, vals []float32, ldv int, idx []uint8, nk int, ct []float32, rows int) {
 	const mt = 16
 	for r := 0; r < rows; r++ {
 		acc := (*[mt]float32)(ct[r*mt:])
-		var s [mt]float32
-		s = *acc
+		s := *acc
 		v := vals[r*ldv : r*ldv+nk]
-		cl := cols[r*ldv : r*ldv+nk]
+		cl := idx[r*nk : r*nk+nk]
 		for x, val := range v {
 			col := (*[mt]float32)(xt[int(cl[x])*mt:])
 			for i := range s {

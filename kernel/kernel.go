@@ -78,11 +78,18 @@ type kernelSet struct {
 	kc, mc, nc int
 	micro      func(kc int, pa, pb, c []float32, ldc int, load bool)
 
-	// Sparse 2:4 kernel (sparse.go) over tiles of mt tokens: for each of
-	// rows weight rows r and each of its nk kept values v = vals[r*ldv+x] at
-	// dense column j = cols[r*ldv+x]: ct[r*mt:(r+1)*mt] += v · xt[j*mt:(j+1)*mt].
+	// Sparse 2:4 kernel (sparse.go) for one column block and a tile of mt
+	// tokens: for each of rows weight rows r and each of its nk kept values
+	// v = vals[r*ldv+x] at block column j = idx[r*nk+x]:
+	// ct[r*mt+i] += v · xt[j*mt+i] for i < mt (xt: the block's columns ×
+	// the tile's tokens). nk is 32 or 16.
 	mt     int
-	sparse func(xt, vals []float32, cols []int32, ldv, nk int, ct []float32, rows int)
+	sparse func(xt, vals []float32, ldv int, idx []uint8, nk int, ct []float32, rows int)
+
+	// Vector helpers (vec.go); slices already cut to the same length.
+	dot   func(x, y []float32) float32
+	axpy  func(a float32, x, y []float32)
+	scale func(a float32, x []float32)
 }
 
 // active is the kernel set in use; chosen in init (simd build) and switched by

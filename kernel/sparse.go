@@ -22,16 +22,26 @@ var (
 // the permutation of spec §3, closed form §3.2).
 //
 // NewSparse24 uses Values in place (no copy) and transcodes Meta once into a
-// kernel-friendly index form: for every packed value, its dense column
-// (an int32 per value, row-major like Values). The weight is never expanded to
-// dense. Values and Meta must not be modified afterwards.
+// kernel-friendly index form: for every packed value, its column within a
+// 64-column block (one byte per value, blocked by column; see idx). The
+// weight is never expanded to dense. Meta is not read after NewSparse24;
+// Values must not be modified while the Sparse24 is in use.
 type Sparse24 struct {
 	Rows, Cols int
 	Values     []float32
 	Meta       []uint16
 
-	cols []int32 // dense column of Values[i]; len(Values)
+	// idx is the transcoded metadata: for every packed value its column
+	// within a 64-column block, blocked by column so that the kernel reads
+	// it sequentially: block b (columns 64b..64b+63) holds, for each row r,
+	// the nb = (block width)/2 indices of that row's values in the block, at
+	// idx[Rows*32*b + r*nb + x]. One byte per value.
+	idx []uint8
 }
+
+// sparseBlock is the column block of the index form and of the sparse
+// kernels (dense columns; 32 kept values per row).
+const sparseBlock = 64
 
 // valid24 marks the six valid 2:4 nibbles (idx0 < idx1, spec §1.1).
 var valid24 = [16]bool{0x4: true, 0x8: true, 0xC: true, 0x9: true, 0xD: true, 0xE: true}
@@ -54,14 +64,12 @@ func NewSparse24(rows, cols int, values []float32, meta []uint16) (*Sparse24, er
 		return nil, fmt.Errorf("%w: %d×%d needs %d meta words, have %d", ErrShape, rows, cols, rows*cols/16, len(meta))
 	}
 	nc := cols / 16 // logical meta words per row
-	half := cols / 2
-	idx := make([]int32, len(values))
+	idx := make([]uint8, len(values))
 	for r := 0; r < rows; r++ {
 		// Closed form of the CUTLASS reorder (spec §3.2), 16-bit meta:
 		// off16(r,c) = (c/2)*(2m) + 64*B + 8*b + 4*(a/2) + 2*(c%2) + (a%2).
 		bb, a, b := r/32, (r%32)/8, r%8
 		rowBase := 64*bb + 8*b + 4*(a/2) + (a % 2)
-		out := idx[r*half : r*half+half]
 		for c := 0; c < nc; c++ {
 			off := (c/2)*(2*rows) + rowBase + 2*(c%2)
 			w := meta[off]
@@ -72,12 +80,15 @@ func NewSparse24(rows, cols int, values []float32, meta []uint16) (*Sparse24, er
 					return nil, fmt.Errorf("%w: row %d, group %d (columns %d..%d): nibble %#x in meta word %d is not a 2:4 code",
 						ErrMeta, r, q, 4*q, 4*q+3, nib, off)
 				}
-				out[2*q] = int32(4*q + int(nib&3))
-				out[2*q+1] = int32(4*q + int(nib>>2))
+				b, lq := q/(sparseBlock/4), q%(sparseBlock/4)
+				nb := min(sparseBlock, cols-b*sparseBlock) / 2
+				o := rows*(sparseBlock/2)*b + r*nb + 2*lq
+				idx[o] = uint8(4*lq + int(nib&3))
+				idx[o+1] = uint8(4*lq + int(nib>>2))
 			}
 		}
 	}
-	return &Sparse24{Rows: rows, Cols: cols, Values: values, Meta: meta, cols: idx}, nil
+	return &Sparse24{Rows: rows, Cols: cols, Values: values, Meta: meta, idx: idx}, nil
 }
 
 // SparseMatMulT computes C[m,Rows] = A[m,Cols] · Wᵀ reading the packed layout
@@ -91,7 +102,7 @@ func NewSparse24(rows, cols int, values []float32, meta []uint16) (*Sparse24, er
 // weight rows (read from memory once per call) are handed out to GOMAXPROCS
 // goroutines.
 func SparseMatMulT(c, a []float32, w *Sparse24, m int, acc bool) {
-	if w == nil || w.cols == nil {
+	if w == nil || w.idx == nil {
 		panic("kernel: SparseMatMulT: weight not built by NewSparse24")
 	}
 	R, K := w.Rows, w.Cols
@@ -114,8 +125,8 @@ func SparseMatMulT(c, a []float32, w *Sparse24, m int, acc bool) {
 	if R*K*min(m, mt) < parallelMinFlops {
 		threads = 1
 	}
-	// 1. Transpose every token tile once: xt[t] is [Cols][mt] for tokens
-	//    t*mt .. t*mt+mt (zero beyond m).
+	// 1. Transpose every token tile once: xt[t] holds tokens t*mt .. t*mt+mt
+	//    (zero beyond m) as [Cols][mt].
 	xtBuf := getBuf(tiles * K * mt)
 	defer bufPool.Put(xtBuf)
 	xt := *xtBuf
@@ -161,11 +172,6 @@ func parallel(n, threads int, f func(i int)) {
 	wg.Wait()
 }
 
-// sparseKC is the column block (dense columns) of the sparse kernel: the
-// block of the transposed activations it touches (sparseKC × mt floats) stays
-// in L1.
-func sparseKC(mt int) int { return max(32, 8192/mt) }
-
 // sparseRowsBlock computes weight rows r0..r1 for all m tokens and writes
 // C[:, r0:r1]. ct holds (r1-r0) × tiles × mt partial sums: tile t, row r at
 // ct[(t*(r1-r0)+r)*mt:].
@@ -174,47 +180,70 @@ func sparseRowsBlock(ks kernelSet, xt []float32, w *Sparse24, ct, c []float32, m
 	tiles := (m + mt - 1) / mt
 	rows := r1 - r0
 	half := K / 2
-	kcb := sparseKC(mt)
 	clear(ct[:rows*tiles*mt])
-	for kb := 0; kb < K; kb += kcb {
-		nk := min(kcb, K-kb) / 2
-		base := r0*half + kb/2
+	var sink float32
+	for kb := 0; kb < K; kb += sparseBlock {
+		width := min(sparseBlock, K-kb)
+		nb := width / 2
+		vals := w.Values[r0*half+kb/2:]
+		idx := w.idx[R*(sparseBlock/2)*(kb/sparseBlock)+r0*nb:]
 		for t := 0; t < tiles; t++ {
-			ks.sparse(xt[t*K*mt:(t+1)*K*mt], w.Values[base:], w.cols[base:], half, nk, ct[t*rows*mt:], rows)
+			ks.sparse(xt[(t*K+kb)*mt:(t*K+kb+width)*mt], vals, half, idx, nb, ct[t*rows*mt:], rows)
+			if t == 0 && kb+sparseBlock < K {
+				// Touch the next block's values (two cache lines per row,
+				// one memory stream per row) while this block is hot, so the
+				// next block does not wait on memory one row at a time.
+				next := w.Values[r0*half+kb/2+nb:]
+				for r := 0; r < rows; r++ {
+					sink += next[r*half] + next[r*half+min(16, K-kb-width)/2*2-1]
+				}
+			}
 		}
 	}
+	sparseSink = sink
+	// Write C[:, r0:r1] in 16-token strips: each read of ct is one cache
+	// line, and the 16 rows of C being written stay in L1.
 	for t := 0; t < tiles; t++ {
 		part := ct[t*rows*mt : (t+1)*rows*mt]
-		for i := 0; i < min(mt, m-t*mt); i++ {
-			row := t*mt + i
-			dst := c[row*R+r0 : row*R+r1]
-			if acc {
-				for r := range dst {
-					dst[r] += part[r*mt+i]
-				}
-			} else {
-				for r := range dst {
-					dst[r] = part[r*mt+i]
+		tm := min(mt, m-t*mt)
+		for i0 := 0; i0 < tm; i0 += 16 {
+			ib := min(16, tm-i0)
+			for r := 0; r < rows; r++ {
+				src := part[r*mt+i0 : r*mt+i0+ib]
+				dst := c[(t*mt+i0)*R+r0+r:]
+				if acc {
+					for ii, v := range src {
+						dst[ii*R] += v
+					}
+				} else {
+					for ii, v := range src {
+						dst[ii*R] = v
+					}
 				}
 			}
 		}
 	}
 }
 
-// transposeTile writes xt[j*mt+i] = x[i*K+j] for i < tm, zero for tm ≤ i < mt.
+// sparseSink keeps the prefetching loads of sparseRowsBlock alive.
+var sparseSink float32
+
+// transposeTile writes the tile of tokens x[0:tm] (rows of K features) as
+// xt[j*mt+i] = x[i*K+j] (feature-major); tokens tm..mt are zero. Rows of x
+// are read front to back; the writes fill 16 tokens of a cache line at a time.
 func transposeTile(xt, x []float32, K, tm, mt int) {
-	const blk = 16
-	for j0 := 0; j0 < K; j0 += blk {
-		j1 := min(j0+blk, K)
-		for i := 0; i < tm; i++ {
-			row := x[i*K+j0 : i*K+j1]
-			for j, v := range row {
-				xt[(j0+j)*mt+i] = v
+	const lg = 16
+	for g := 0; g < mt; g += lg {
+		for li := 0; li < lg; li++ {
+			i := g + li
+			if i >= tm {
+				for j := 0; j < K; j++ {
+					xt[j*mt+i] = 0
+				}
+				continue
 			}
-		}
-		if tm < mt {
-			for j := j0; j < j1; j++ {
-				clear(xt[j*mt+tm : j*mt+mt])
+			for j, v := range x[i*K : i*K+K] {
+				xt[j*mt+i] = v
 			}
 		}
 	}

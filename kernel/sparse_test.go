@@ -100,8 +100,12 @@ func decodeDense(w *Sparse24) []float32 {
 	d := make([]float32, w.Rows*w.Cols)
 	half := w.Cols / 2
 	for r := 0; r < w.Rows; r++ {
-		for x := 0; x < half; x++ {
-			d[r*w.Cols+int(w.cols[r*half+x])] = w.Values[r*half+x]
+		for kb := 0; kb < w.Cols; kb += sparseBlock {
+			nb := min(sparseBlock, w.Cols-kb) / 2
+			for x := 0; x < nb; x++ {
+				col := kb + int(w.idx[w.Rows*sparseBlock/2*(kb/sparseBlock)+r*nb+x])
+				d[r*w.Cols+col] = w.Values[r*half+kb/2+x]
+			}
 		}
 	}
 	return d

@@ -373,9 +373,9 @@ func BenchmarkSparseGPT4096(b *testing.B) {
 	benchmarkSparseGPT(b, 4096)
 }
 
-// BenchmarkSparseGPT1024 is the same on a 1024×1024 layer (quick check).
-func BenchmarkSparseGPT1024(b *testing.B) {
-	benchmarkSparseGPT(b, 1024)
+// BenchmarkSparseGPT2048 is the same on a 2048×2048 layer (quick check).
+func BenchmarkSparseGPT2048(b *testing.B) {
+	benchmarkSparseGPT(b, 2048)
 }
 
 func benchmarkSparseGPT(b *testing.B, n int) {

@@ -72,6 +72,9 @@ func (m *Model) LossGrad(ctx context.Context, tokens []int32, B, T int, opts Gra
 	if g == nil {
 		return 0, fmt.Errorf("model: LossGrad needs a *Grads")
 	}
+	if B <= 0 || T <= 0 || T > 1<<16 {
+		return 0, fmt.Errorf("%w: %d sequences of %d+1 tokens", ErrBatch, B, T)
+	}
 	n, err := newGNet[float32](m, T)
 	if err != nil {
 		return 0, err
@@ -209,6 +212,7 @@ type gWork[F gfloat] struct {
 	logits                  []F // [chunk, V]
 	dW                      []F // dW_eff [max out*in]
 	tr                      []F // transposed left operand of MatMulTN
+	xT, dWT                 []F // a transposed layer input [D, BT]; dWᵀ
 	attn                    []attnScratch[F]
 	inp, tgt                []int32
 }
@@ -231,7 +235,7 @@ func (w *gWork[F]) ensure(n *gNet[F], B, T int, recompute bool) {
 		// keep the old big slices for reuse where sizes allow
 		xin: w.xin, acts: w.acts, eff: w.eff, dx: w.dx, dxn: w.dxn, tmpD: w.tmpD, dq: w.dq, datt: w.datt,
 		dk: w.dk, dv: w.dv, dg: w.dg, du: w.du, dh: w.dh, xf: w.xf, rf: w.rf, logits: w.logits,
-		dW: w.dW, tr: w.tr, attn: w.attn, inp: w.inp, tgt: w.tgt}
+		dW: w.dW, tr: w.tr, xT: w.xT, dWT: w.dWT, attn: w.attn, inp: w.inp, tgt: w.tgt}
 	BT, D, H := B*T, c.Dim, c.Hidden
 	kvd := c.KVHeads * c.HeadDim()
 	L := len(n.layers)
@@ -263,6 +267,8 @@ func (w *gWork[F]) ensure(n *gNet[F], B, T int, recompute bool) {
 	w.logits = grow(w.logits, min(gLogitChunk, BT)*c.Vocab)
 	maxW := max(D*D, H*D, c.Vocab*D)
 	w.dW = grow(w.dW, maxW)
+	w.dWT = grow(w.dWT, maxW)
+	w.xT = grow(w.xT, BT*D)
 	w.tr = grow(w.tr, max(BT*max(D, H, kvd), c.Vocab*min(gLogitChunk, BT)))
 	w.attn = attnScratches(w.attn, T, c.HeadDim())
 	w.inp = make([]int32, BT)
@@ -331,9 +337,30 @@ func (s *gStep[F]) linear(y, x []F, l *gLin[F], eff []F, rows int) {
 	}
 }
 
+// wantGrads reports whether l's parameter gradients are asked for.
+func (s *gStep[F]) wantGrads(l *gLin[F]) bool {
+	return (s.opts.MaskGrads && l.soft != nil && s.soft != nil) || (s.opts.WeightGrads && s.gw != nil)
+}
+
+// transposeInput writes x [rows, in]ᵀ into w.xT when any of ls needs
+// parameter gradients, and returns it (nil otherwise). Linear layers that
+// share an input then compute dWᵀ = xᵀ·dy from one transpose instead of
+// transposing each dy.
+func (s *gStep[F]) transposeInput(x []F, rows, in int, ls ...*gLin[F]) []F {
+	for _, l := range ls {
+		if s.wantGrads(l) {
+			xT := s.w.xT[:rows*in]
+			transpose(xT, x[:rows*in], rows, in)
+			return xT
+		}
+	}
+	return nil
+}
+
 // linearBack adds dy·Eff to dx (or writes it when acc is false) and records
-// the parameter gradients of layer index li*7+j.
-func (s *gStep[F]) linearBack(dx, dy, x []F, l *gLin[F], eff []F, rows, idx int, acc bool) {
+// the parameter gradients of layer index li*7+j. xT, if non-nil, is x
+// transposed ([in, rows]).
+func (s *gStep[F]) linearBack(dx, dy, x, xT []F, l *gLin[F], eff []F, rows, idx int, acc bool) {
 	if dx != nil {
 		gMatMul(dx, dy, eff, rows, l.in, l.out, acc)
 	}
@@ -344,7 +371,13 @@ func (s *gStep[F]) linearBack(dx, dy, x []F, l *gLin[F], eff []F, rows, idx int,
 	}
 	n := l.out * l.in
 	dW := s.w.dW[:n]
-	gMatMulTN(dW, dy, x, l.out, l.in, rows, false, s.w.tr)
+	if xT != nil {
+		dWT := s.w.dWT[:n]
+		gMatMul(dWT, xT, dy, l.in, l.out, rows, false)
+		transpose(dW, dWT, l.in, l.out)
+	} else {
+		gMatMulTN(dW, dy, x, l.out, l.in, rows, false, s.w.tr)
+	}
 	if wantSoft {
 		gs := s.soft[idx]
 		gParallel(n, func(lo, hi int) {
@@ -423,19 +456,21 @@ func (s *gStep[F]) layerBackward(li int, x []F, a *gAct[F]) {
 		dAN, dFN = s.wgrad(L.anName, D), s.wgrad(L.fnName, D)
 	}
 	// FFN
-	s.linearBack(w.dh, w.dx, a.h, &L.d, e[6], BT, base+6, false)
+	s.linearBack(w.dh, w.dx, a.h, nil, &L.d, e[6], BT, base+6, false)
 	gSwiGLUBack(w.dg, w.du, w.dh, a.g, a.u)
-	s.linearBack(w.dxn, w.dg, a.xn2, &L.g, e[4], BT, base+4, false)
-	s.linearBack(w.dxn, w.du, a.xn2, &L.u, e[5], BT, base+5, true)
+	xT := s.transposeInput(a.xn2, BT, D, &L.g, &L.u)
+	s.linearBack(w.dxn, w.dg, a.xn2, xT, &L.g, e[4], BT, base+4, false)
+	s.linearBack(w.dxn, w.du, a.xn2, xT, &L.u, e[5], BT, base+5, true)
 	gRMSNormBack(w.dx, dFN, w.dxn, a.x2, a.r2, L.ffnNorm, BT, D)
 	// attention
-	s.linearBack(w.datt, w.dx, a.att, &L.o, e[3], BT, base+3, false)
+	s.linearBack(w.datt, w.dx, a.att, nil, &L.o, e[3], BT, base+3, false)
 	gAttentionBack(w.dq, w.dk, w.dv, w.datt, a.probs, a.q, a.k, a.v, B, T, c.Heads, c.KVHeads, c.HeadDim(), w.attn)
 	n.rope.apply(w.dq, B, T, c.Heads, -1)
 	n.rope.apply(w.dk, B, T, c.KVHeads, -1)
-	s.linearBack(w.dxn, w.dq, a.xn1, &L.q, e[0], BT, base+0, false)
-	s.linearBack(w.dxn, w.dk, a.xn1, &L.k, e[1], BT, base+1, true)
-	s.linearBack(w.dxn, w.dv, a.xn1, &L.v, e[2], BT, base+2, true)
+	xT = s.transposeInput(a.xn1, BT, D, &L.q, &L.k, &L.v)
+	s.linearBack(w.dxn, w.dq, a.xn1, xT, &L.q, e[0], BT, base+0, false)
+	s.linearBack(w.dxn, w.dk, a.xn1, xT, &L.k, e[1], BT, base+1, true)
+	s.linearBack(w.dxn, w.dv, a.xn1, xT, &L.v, e[2], BT, base+2, true)
 	gRMSNormBack(w.dx, dAN, w.dxn, x, a.r1, L.attnNorm, BT, D)
 }
 

@@ -114,7 +114,7 @@ func gMatMulTN[F gfloat](c, a, b []F, m, n, k int, acc bool, tr []F) {
 }
 
 // transpose writes dst [cols, rows] = src [rows, cols]ᵀ in 32×32 blocks.
-func transpose(dst, src []float32, rows, cols int) {
+func transpose[F gfloat](dst, src []F, rows, cols int) {
 	const bs = 32
 	for i0 := 0; i0 < rows; i0 += bs {
 		i1 := min(i0+bs, rows)

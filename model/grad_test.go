@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -263,6 +264,11 @@ func TestLossGradErrors(t *testing.T) {
 	var g Grads
 	if _, err := m.LossGrad(context.Background(), make([]int32, 5), 2, 4, GradOptions{}, &g); err == nil {
 		t.Fatal("short batch accepted")
+	}
+	for _, bt := range [][2]int{{0, 4}, {2, 0}, {-1, 4}, {2, -3}} {
+		if _, err := m.LossGrad(context.Background(), nil, bt[0], bt[1], GradOptions{}, &g); !errors.Is(err, ErrBatch) {
+			t.Fatalf("B=%d T=%d: err %v, want ErrBatch", bt[0], bt[1], err)
+		}
 	}
 	bad := make([]int32, 2*5)
 	bad[3] = 1000

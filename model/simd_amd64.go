@@ -2,31 +2,34 @@
 
 package model
 
-import "simd/archsimd"
+import (
+	"math"
+	"simd/archsimd"
+)
 
 var hasAVX512 = archsimd.X86.AVX512()
 
-// softmaxVec is Softmax on AVX-512 (16 lanes, exp by range reduction,
+// softmaxVec is Softmax on AVX-512 (16 lanes, exp by range reduction, a
 // polynomial and VSCALEFPS); it reports false when the CPU lacks AVX-512.
+// The ragged tail goes through a padded 16-lane buffer, so the function makes
+// no calls (a call inside makes the compiler keep vector values in memory).
 func softmaxVec(x []float32) bool {
 	if !hasAVX512 || len(x) < 16 {
 		return false
 	}
 	n := len(x) &^ 15
-	mv := archsimd.LoadFloat32x16Slice(x)
-	for i := 16; i < n; i += 16 {
+	var tail [16]float32
+	for i := range tail {
+		tail[i] = -math.MaxFloat32
+	}
+	copy(tail[:], x[n:])
+	mv := archsimd.LoadFloat32x16(&tail)
+	for i := 0; i < n; i += 16 {
 		mv = mv.Max(archsimd.LoadFloat32x16Slice(x[i:]))
 	}
-	var buf [16]float32
-	mv.Store(&buf)
-	archsimd.ClearAVXUpperBits() // before scalar SSE code: dirty upper state makes it crawl
-	mx := buf[0]
-	for _, v := range buf[1:] {
-		mx = max(mx, v)
-	}
-	for _, v := range x[n:] {
-		mx = max(mx, v)
-	}
+	m8 := mv.GetLo().Max(mv.GetHi())
+	m4 := m8.GetLo().Max(m8.GetHi())
+	mx := max(max(m4.GetElem(0), m4.GetElem(1)), max(m4.GetElem(2), m4.GetElem(3)))
 	var (
 		vmax  = archsimd.BroadcastFloat32x16(mx)
 		lo    = archsimd.BroadcastFloat32x16(-103)
@@ -42,8 +45,8 @@ func softmaxVec(x []float32) bool {
 		one   = archsimd.BroadcastFloat32x16(1)
 		sum   archsimd.Float32x16
 	)
-	for i := 0; i < n; i += 16 {
-		v := archsimd.LoadFloat32x16Slice(x[i:]).Sub(vmax).Max(lo)
+	exp := func(v archsimd.Float32x16) archsimd.Float32x16 {
+		v = v.Sub(vmax).Max(lo)
 		k := v.Mul(log2e).RoundToEvenScaled(0)
 		r := v.Sub(k.Mul(ln2hi)).Sub(k.Mul(ln2lo))
 		p := c0.MulAdd(r, c1)
@@ -52,24 +55,26 @@ func softmaxVec(x []float32) bool {
 		p = p.MulAdd(r, c4)
 		p = p.MulAdd(r, c5)
 		p = p.Mul(r.Mul(r)).Add(r).Add(one)
-		e := p.Scale(k)
+		return p.Scale(k)
+	}
+	for i := 0; i < n; i += 16 {
+		e := exp(archsimd.LoadFloat32x16Slice(x[i:]))
 		e.StoreSlice(x[i:])
 		sum = sum.Add(e)
 	}
-	sum.Store(&buf)
-	archsimd.ClearAVXUpperBits()
-	var s float32
-	for _, v := range buf {
-		s += v
+	te := exp(archsimd.LoadFloat32x16(&tail))
+	if n < len(x) {
+		sum = sum.Add(te)
 	}
-	for i := n; i < len(x); i++ {
-		e := fastExp(x[i] - mx)
-		x[i] = e
-		s += e
+	s8 := sum.GetLo().Add(sum.GetHi())
+	s4 := s8.GetLo().Add(s8.GetHi())
+	s := (s4.GetElem(0) + s4.GetElem(1)) + (s4.GetElem(2) + s4.GetElem(3))
+	inv := archsimd.BroadcastFloat32x16(1 / s)
+	for i := 0; i < n; i += 16 {
+		archsimd.LoadFloat32x16Slice(x[i:]).Mul(inv).StoreSlice(x[i:])
 	}
-	inv := 1 / s
-	for i := range x {
-		x[i] *= inv
-	}
+	te.Mul(inv).Store(&tail)
+	archsimd.ClearAVXUpperBits() // dirty upper state makes later SSE code crawl
+	copy(x[n:], tail[:])
 	return true
 }

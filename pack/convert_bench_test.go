@@ -15,7 +15,7 @@ import (
 func BenchmarkConvertPassthrough(b *testing.B) {
 	dir := b.TempDir()
 	in := filepath.Join(dir, "in")
-	cfg := synth.ForBytes(64 << 20)
+	cfg := synth.ForBytes(256 << 20)
 	if err := synth.WriteHF(in, cfg, 1); err != nil {
 		b.Fatal(err)
 	}

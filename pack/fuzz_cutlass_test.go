@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/sparsify/sparsify/format"
+	"github.com/sparsify/sparsify/mask"
 )
 
 var fuzzDTypes = []format.DType{format.F16, format.BF16, format.I8, format.F32}
@@ -152,6 +153,59 @@ func FuzzUnpackBitmask(f *testing.F) {
 		}
 		if !anyZeroElem(dt, comp) && (!bytes.Equal(c2, comp) || !bytes.Equal(b2, bm)) {
 			t.Fatal("pack(unpack(x)) != x for values without zeros")
+		}
+	})
+}
+
+// FuzzPackUnpack: for any weight bytes and any N:M mask the layout holds,
+// unpack(pack(W ⊙ M)) == W ⊙ M bit for bit, for both packed layouts.
+func FuzzPackUnpack(f *testing.F) {
+	f.Add(uint8(0), uint8(1), uint8(1), []byte{1, 2, 3, 4, 5, 6, 7, 8}, []byte{0x35, 0xC9})
+	f.Add(uint8(3), uint8(1), uint8(1), []byte{0, 0x80, 0, 0, 0xff, 0x7f}, []byte{0x21})
+	f.Fuzz(func(t *testing.T, dti, rm, cm uint8, w, keep []byte) {
+		if len(w) == 0 || len(keep) == 0 {
+			return
+		}
+		dt := fuzzDTypes[int(dti)%len(fuzzDTypes)]
+		g, _ := cutlassGeomOf(dt)
+		rows, cols := g.minRows*(1+int(rm%2)), g.minCols*(1+int(cm%2))
+		p := mask.Pattern24
+		if dt == format.F32 {
+			p = mask.Pattern{N: 1, M: 2}
+		}
+		dense := bytes.Repeat(w, rows*cols*g.elem/len(w)+1)[:rows*cols*g.elem]
+		m := mask.New(rows, cols)
+		pairs := [6][2]int{{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}}
+		for q := 0; q < rows*cols/p.M; q++ {
+			k := keep[q%len(keep)] >> (q % 3)
+			if p.M == 2 {
+				m.Keep[2*q+int(k&1)] = true
+				continue
+			}
+			pr := pairs[int(k)%6]
+			m.Keep[4*q+pr[0]], m.Keep[4*q+pr[1]] = true, true
+		}
+		if err := ApplyMask(dt, dense, m); err != nil {
+			t.Fatal(err)
+		}
+		vals, meta, err := PackCutlass(dt, rows, cols, dense)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := UnpackCutlass(dt, rows, cols, vals, meta)
+		if err != nil || !bytes.Equal(back, dense) {
+			t.Fatalf("cutlass %v: unpack(pack(W⊙M)) != W⊙M (%v)", dt, err)
+		}
+		if p.M != 4 {
+			return
+		}
+		comp, bm, err := PackBitmask(dt, rows, cols, dense)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err = UnpackBitmask(dt, rows, cols, comp, bm)
+		if err != nil || !bytes.Equal(back, dense) {
+			t.Fatalf("bitmask %v: unpack(pack(W⊙M)) != W⊙M (%v)", dt, err)
 		}
 	})
 }

@@ -172,12 +172,16 @@ def main():
     logits = forward(cfg, P, tokens, cos, sin)  # warm-up and NLL check
     nll = F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens[:, 1:].reshape(-1)).item()
     times = []
+    c0 = time.process_time()
     for _ in range(a.reps):
         t0 = time.perf_counter()
         forward(cfg, P, tokens, cos, sin)
         times.append(time.perf_counter() - t0)
+    cpu = time.process_time() - c0
     s = statistics.median(times)
-    print(json.dumps({"model": a.model, "batch": a.batch, "seq": a.seq, "tokens_per_s": a.batch * a.seq / s,
+    n = a.batch * a.seq
+    print(json.dumps({"model": a.model, "batch": a.batch, "seq": a.seq, "tokens_per_s": n / s,
+                      "tokens_per_s_cpu": n * a.reps / (cpu / torch.get_num_threads()),
                       "step_s": s, "nll": nll, "torch": torch.__version__, "threads": torch.get_num_threads()}))
 
 

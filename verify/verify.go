@@ -482,6 +482,9 @@ func (v *verifier) checkManifestTensors(groups []pack.PackedWeight) {
 			continue
 		}
 		t := owner(mt.Name)
+		if t == nil { // every stored tensor has a report; defensive
+			continue
+		}
 		if ti.DType.String() != mt.DType || !sameShape(ti.Shape, mt.Shape) {
 			t.fail(CheckManifest, ti.File, "tensor %q is %v %v, manifest says %s %v", mt.Name, ti.DType, ti.Shape, mt.DType, mt.Shape)
 			continue

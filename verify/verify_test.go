@@ -448,7 +448,7 @@ func TestGamma(t *testing.T) {
 }
 
 // TestLLaMAShapes packs and verifies 4096×4096 and 11008×4096 (and its
-// transpose) BF16 matrices in the cutlass layout, with --against.
+// transpose) BF16 matrices in the cutlass and bitmask layouts, with --against.
 // Skipped with -short (about 250 MB of weights).
 func TestLLaMAShapes(t *testing.T) {
 	if testing.Short() {
@@ -480,23 +480,26 @@ func TestLLaMAShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts = nil
-	out := filepath.Join(t.TempDir(), "cutlass")
-	if _, err := pack.Convert(context.Background(), dir, out, pack.Options{Method: magnitude{}, Layout: pack.Cutlass}); err != nil {
-		t.Fatal(err)
+	for _, layout := range []pack.Layout{pack.Cutlass, pack.Bitmask} {
+		out := filepath.Join(t.TempDir(), string(layout))
+		if _, err := pack.Convert(context.Background(), dir, out, pack.Options{Method: magnitude{}, Layout: layout}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Checkpoint(context.Background(), out, Options{Against: dir, GEMMTokens: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.OK() || r.Summary.GEMM != 3 {
+			var b bytes.Buffer
+			r.WriteTable(&b)
+			t.Fatalf("LLaMA shapes, %s:\n%s", layout, b.String())
+		}
+		for _, tr := range r.Tensors {
+			t.Logf("%s %s: gemm worst |Δ|/tol %.3g, sparse side %s", layout, tr.Name, tr.GEMM.WorstRatio, tr.GEMM.Sparse)
+		}
+		t.Logf("%s verified in %.1fs", layout, r.Summary.Seconds)
+		os.RemoveAll(out)
 	}
-	r, err := Checkpoint(context.Background(), out, Options{Against: dir, GEMMTokens: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !r.OK() || r.Summary.GEMM != 3 {
-		var b bytes.Buffer
-		r.WriteTable(&b)
-		t.Fatalf("LLaMA shapes:\n%s", b.String())
-	}
-	for _, tr := range r.Tensors {
-		t.Logf("%s: gemm worst |Δ|/tol %.3g, sparse side %s", tr.Name, tr.GEMM.WorstRatio, tr.GEMM.Sparse)
-	}
-	t.Logf("verified in %.1fs", r.Summary.Seconds)
 }
 
 // TestKeptWeightZeroed: with a magnitude manifest, a kept value set to +0 is

@@ -37,10 +37,12 @@ type WriteOptions struct {
 	MaxShardSize int64
 	// Jobs is the number of tensor bodies written concurrently (default
 	// GOMAXPROCS). Peak memory is about Jobs × (what one WriteTo holds + 1 MiB).
-	// For zstd output the bodies are produced in order and Jobs sets the
-	// encoder's concurrency instead.
+	// For zstd output the bodies are produced one after another, in order,
+	// and Jobs is the number of 4 MiB frames compressed concurrently.
 	Jobs int
-	// Compress is "" (plain files) or "zstd": each file is written as NAME.zst.
+	// Compress is "" (plain files) or "zstd": each file is written as
+	// NAME.zst, a seekable zstd file (see seekable.go) that `zstd -d` turns
+	// back into the plain file.
 	Compress string
 	// NoHash skips computing SHA256 digests (FileResult.SHA256 and
 	// TensorResult.SHA256 stay empty). Hashing costs two SHA-256 passes over

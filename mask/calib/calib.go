@@ -36,7 +36,7 @@ import (
 )
 
 // Methods lists the method names Prune accepts.
-var Methods = []string{"magnitude", "wanda", "sparsegpt", "sparsegpt-mask"}
+var Methods = []string{"magnitude", "wanda", "sparsegpt", "sparsegpt-mask", "sparsegpt-prior"}
 
 // ErrMethod reports an unknown method name.
 var ErrMethod = errors.New("calib: unknown method")
@@ -92,7 +92,7 @@ func needsData(method string) (bool, error) {
 	switch method {
 	case "magnitude":
 		return false, nil
-	case "wanda", "sparsegpt", "sparsegpt-mask":
+	case "wanda", "sparsegpt", "sparsegpt-mask", "sparsegpt-prior":
 		return true, nil
 	}
 	return false, fmt.Errorf("%w %q (want one of %s)", ErrMethod, method, strings.Join(Methods, ", "))
@@ -137,9 +137,12 @@ func Sample(tok *tokenizer.Tokenizer, opts Options) ([]int32, error) {
 }
 
 // Prune chooses masks for every linear of m.Linears() with method
-// (magnitude, wanda, sparsegpt, sparsegpt-mask) and returns them with, for
-// "sparsegpt", the OBS-updated weights (nil map otherwise). "sparsegpt-mask"
-// is the same run's masks with the original weights.
+// (magnitude, wanda, sparsegpt, sparsegpt-mask, sparsegpt-prior) and returns
+// them with, for "sparsegpt", the OBS-updated weights (nil map otherwise).
+// "sparsegpt-mask" is the same run's masks with the original weights.
+// "sparsegpt-prior" is MaskLLM's Megatron prior (spec §1.4, §3.3 end): every
+// block calibrated on the DENSE model's activations (not sequential), groups
+// chosen by w²/U_jj² on the original weights without OBS updates.
 //
 // m is left pruned: every linear carries its mask, and for "sparsegpt" its W
 // is replaced by (a new slice holding) the updated weights; the original
@@ -224,6 +227,10 @@ func PruneTokens(ctx context.Context, m *model.Model, tokens []int32, method str
 			switch method {
 			case "wanda":
 				mk, err = mask.Wanda(l.W, l.Out, l.In, stats.norms(l).Float32(), opts.Pattern)
+			case "sparsegpt-prior":
+				o := opts.SparseGPT
+				o.NoUpdate = true
+				mk, _, err = mask.SparseGPT(l.W, l.Out, l.In, stats.hessian(l).H, opts.Pattern, o)
 			default:
 				mk, upd, err = mask.SparseGPT(l.W, l.Out, l.In, stats.hessian(l).H, opts.Pattern, opts.SparseGPT)
 			}
@@ -231,11 +238,16 @@ func PruneTokens(ctx context.Context, m *model.Model, tokens []int32, method str
 				return nil, nil, fmt.Errorf("calib: layer %d %s: %w", li, l.Name, err)
 			}
 			masks[l.Name] = mk
+			if method == "sparsegpt-prior" {
+				continue // installed at the end: every block is calibrated on the dense model
+			}
 			if err := l.SetMask(mk); err != nil {
 				return nil, nil, err
 			}
 			if upd != nil {
-				orig[l] = l.W
+				if method == "sparsegpt-mask" {
+					orig[l] = l.W // restored at the end
+				}
 				l.W = upd // later blocks see the updated weights
 				if weights != nil {
 					weights[l.Name] = upd
@@ -251,6 +263,11 @@ func PruneTokens(ctx context.Context, m *model.Model, tokens []int32, method str
 			m.LayerForward(li, x[b0*opts.SeqLen*d:(b0+nb)*opts.SeqLen*d], nb, opts.SeqLen, nil)
 		}
 		opts.logf("%s: block %d/%d pruned in %.1fs", method, li+1, len(m.Layers), time.Since(lt).Seconds())
+	}
+	if method == "sparsegpt-prior" {
+		if err := m.ApplyMasks(masks); err != nil {
+			return nil, nil, err
+		}
 	}
 	if method == "sparsegpt-mask" {
 		for l, w := range orig {

@@ -314,3 +314,39 @@ func TestMaskSourceServes(t *testing.T) {
 		t.Fatal("sparsegpt must say its weights are updated")
 	}
 }
+
+// TestSparseGPTPrior checks MaskLLM's prior: every block calibrated on the
+// dense model, groups chosen without updates, weights untouched.
+func TestSparseGPTPrior(t *testing.T) {
+	m := tinyModel(9)
+	orig := snapshot(m)
+	tokens := tinyTokens(tinyOpts.Samples*tinyOpts.SeqLen, 10)
+	masks, upd, err := PruneTokens(context.Background(), m, tokens, "sparsegpt-prior", tinyOpts)
+	if err != nil || upd != nil {
+		t.Fatal(err, upd)
+	}
+	dense := tinyModel(9)
+	x := dense.EmbedTokens(tokens)
+	d := dense.Config.Dim
+	for li := 0; li < 2; li++ {
+		H, _ := refStats(dense, li, x)
+		for _, l := range dense.Linears()[7*li : 7*li+7] {
+			want, _, err := mask.SparseGPT(orig[l.Name], l.Out, l.In, H[l].H, tinyOpts.Pattern, mask.SparseGPTOptions{NoUpdate: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(want.Keep, masks[l.Name].Keep) {
+				t.Errorf("%s: prior mask differs from the dense-calibrated no-update selection", l.Name)
+			}
+		}
+		for b0 := 0; b0 < tinyOpts.Samples; b0 += tinyOpts.Batch {
+			nb := min(tinyOpts.Batch, tinyOpts.Samples-b0)
+			dense.LayerForward(li, x[b0*tinyOpts.SeqLen*d:(b0+nb)*tinyOpts.SeqLen*d], nb, tinyOpts.SeqLen, nil)
+		}
+	}
+	for _, l := range m.Linears() {
+		if l.Mask != masks[l.Name] || !slices.Equal(l.W, orig[l.Name]) {
+			t.Fatalf("%s: prior must install its mask and keep the weights", l.Name)
+		}
+	}
+}

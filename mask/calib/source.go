@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/sparsify/sparsify/mask"
 	"github.com/sparsify/sparsify/model"
@@ -63,7 +64,7 @@ func (s *maskSource) Settings() map[string]any {
 		st["seq_len"] = s.opts.SeqLen
 		st["seed"] = s.opts.Seed
 	}
-	if s.method == "sparsegpt" || s.method == "sparsegpt-mask" {
+	if strings.HasPrefix(s.method, "sparsegpt") {
 		st["block_size"] = s.opts.SparseGPT.BlockSize
 		st["percdamp"] = s.opts.SparseGPT.PercDamp
 	}

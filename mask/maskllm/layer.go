@@ -118,6 +118,36 @@ func gumbel(r *rand.Rand) float64 {
 	return -math.Log(-math.Log(u))
 }
 
+// expF is exp for the softmax: math.Exp for float64 (the reference path of
+// the gradient checks), expNeg for float32. math.Exp runs its amd64
+// assembly at ~1 µs a call on this machine (likely AVX–SSE transition
+// stalls next to the SIMD kernels), which made the sampling as slow as the
+// model's forward and backward.
+func expF[F float32 | float64](x F) F {
+	if _, ok := any(x).(float64); ok {
+		return F(math.Exp(float64(x)))
+	}
+	return F(expNeg(float64(x)))
+}
+
+// expNeg is exp(x) for x ≤ 0 in plain float64 arithmetic (relative error
+// below 1e-12): x = n·ln2 + r, |r| ≤ ln2/2, Taylor series of degree 11 in r,
+// times 2^n. Results below 2^-1022 flush to 0.
+func expNeg(x float64) float64 {
+	if x < -708 || x != x {
+		return 0
+	}
+	if x > 0 { // not reached by the softmax; keep it correct anyway
+		return math.Exp(x)
+	}
+	const ln2hi, ln2lo, inv = 6.93147180369123816490e-01, 1.90821492927058770002e-10, 1.44269504088896338700e+00
+	n := math.Floor(x*inv + 0.5)
+	r := x - n*ln2hi - n*ln2lo
+	p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720+r*(1.0/5040+r*(1.0/40320+
+		r*(1.0/362880+r*(1.0/3628800+r*(1.0/39916800)))))))))))
+	return p * math.Float64frombits(uint64(int64(n)+1023)<<52)
+}
+
 // sampleGroup computes y = softmax((κπ + g)/τ) and M̃ = y·S for one group.
 func sampleGroup[F float32 | float64](y, soft, pi, g []F, kappa, tau F) {
 	var z [NumCandidates]F
@@ -128,7 +158,7 @@ func sampleGroup[F float32 | float64](y, soft, pi, g []F, kappa, tau F) {
 	}
 	var sum F
 	for k := range NumCandidates {
-		z[k] = F(math.Exp(float64(z[k] - mx)))
+		z[k] = expF(z[k] - mx)
 		sum += z[k]
 	}
 	inv := 1 / sum

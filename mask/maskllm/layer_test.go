@@ -2,6 +2,7 @@ package maskllm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -373,5 +374,44 @@ func TestNoiseReproducible(t *testing.T) {
 	}
 	if !same || !diff {
 		t.Errorf("noise streams: same seed/step equal %v, different step differs %v", same, diff)
+	}
+}
+
+// TestPerplexityMatchesModel checks the training-path perplexity against
+// model.PerplexityTokens (the protocol of the published numbers), with hard
+// masks installed.
+func TestPerplexityMatchesModel(t *testing.T) {
+	m := tinyModel(3)
+	st, err := NewState(m, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.InitRandom(1)
+	for _, L := range st.Layers {
+		L.Lin.Mask = L.HardMask()
+	}
+	ids := randTokens(5*12+7, m.Config.Vocab, 9)
+	want, _, err := model.PerplexityTokens(context.Background(), m, ids, 12, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Perplexity(context.Background(), m, ids, 12)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(got-want)/want > 1e-4 {
+		t.Errorf("perplexity %v, model.PerplexityTokens %v", got, want)
+	}
+	if _, err := Perplexity(context.Background(), m, ids[:5], 12); !errors.Is(err, ErrOptions) {
+		t.Errorf("short stream: %v", err)
+	}
+}
+
+func TestExpNeg(t *testing.T) {
+	for _, x := range []float64{0, -1e-9, -0.1, -0.34657, -0.5, -1, -3.7, -10, -50.5, -300, -707, -708.5, -1000, 2} {
+		got, want := expNeg(x), math.Exp(x)
+		if want > 1e-300 && math.Abs(got-want)/want > 1e-12 || want <= 1e-300 && got > 1e-300 {
+			t.Errorf("expNeg(%v) = %v, want %v", x, got, want)
+		}
 	}
 }

@@ -231,8 +231,34 @@ func (s *State) evalHard(ctx context.Context, m *model.Model, ids []int32, seqLe
 			L.Lin.Mask = nil
 		}
 	}()
-	ppl, _, err := model.PerplexityTokens(ctx, m, ids, seqLen, 0, nil)
-	return ppl, err
+	return Perplexity(ctx, m, ids, seqLen)
+}
+
+// Perplexity is model.PerplexityTokens's protocol (non-overlapping chunks of
+// seqLen tokens, tail dropped, exp of the mean NLL of all seqLen−1
+// predictions per chunk) computed on the training path (model.LossGrad
+// without gradients, ~4k tokens per call), which is several times faster
+// than the inference forward on the CPU. Masks installed on m apply.
+func Perplexity(ctx context.Context, m *model.Model, ids []int32, seqLen int) (float64, error) {
+	if seqLen < 2 {
+		return 0, fmt.Errorf("%w: eval seq-len %d", ErrOptions, seqLen)
+	}
+	n := len(ids) / seqLen
+	if n == 0 {
+		return 0, fmt.Errorf("%w: %d tokens do not fill one chunk of %d", ErrOptions, len(ids), seqLen)
+	}
+	batch := max(1, min(n, 4096/seqLen))
+	var g model.Grads
+	var nll float64
+	for c0 := 0; c0 < n; c0 += batch {
+		B := min(batch, n-c0)
+		loss, err := m.LossGrad(ctx, ids[c0*seqLen:(c0+B)*seqLen], B, seqLen-1, model.GradOptions{}, &g)
+		if err != nil {
+			return 0, err
+		}
+		nll += loss * float64(B*(seqLen-1))
+	}
+	return math.Exp(nll / float64(n*(seqLen-1))), nil
 }
 
 // buildPrior computes the prior masks named by o.Prior, or returns a

@@ -176,3 +176,25 @@ func TestTrainWriteReload(t *testing.T) {
 		t.Fatalf("reloaded perplexity %.6f, in memory %.6f", reloaded, after)
 	}
 }
+
+// FuzzParseKJV checks that no input makes the KJV parser panic and that what
+// it accepts is well formed.
+func FuzzParseKJV(f *testing.F) {
+	f.Add(kjvSample)
+	f.Add("Genesis 1\n  x not a number\n")
+	f.Add("  \n\nA\n  1\n  2 b\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		chs, err := ParseKJV(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if len(chs) == 0 {
+			t.Fatal("no chapters and no error")
+		}
+		for _, c := range chs {
+			if c.Title == "" {
+				t.Fatalf("empty title in %+v", chs)
+			}
+		}
+	})
+}

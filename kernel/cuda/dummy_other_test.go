@@ -1,0 +1,5 @@
+//go:build !((darwin || freebsd || linux || netbsd) && !android && !faketime)
+
+package cuda
+
+func registerDummy(fptr any) {}
