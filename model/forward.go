@@ -3,6 +3,7 @@ package model
 import (
 	"context"
 	"fmt"
+	"sync"
 )
 
 // Hook sees the input of each linear layer during a forward pass (for
@@ -32,11 +33,17 @@ func (m *Model) LayerForward(i int, x []float32, B, T int, hook func(l *Linear, 
 	rows := B * T
 	hd := c.HeadDim()
 	kvd := c.KVHeads * hd
-	h := make([]float32, rows*c.Dim)
-	q := make([]float32, rows*c.Dim)
-	k := make([]float32, rows*kvd)
-	v := make([]float32, rows*kvd)
-	att := make([]float32, rows*c.Dim)
+	ws := getBufs(5*rows*c.Dim + 2*rows*kvd + 2*rows*c.Hidden)
+	defer putBufs(ws)
+	buf := *ws
+	take := func(n int) []float32 {
+		s := buf[:n:n]
+		buf = buf[n:]
+		return s
+	}
+	h, q, att := take(rows*c.Dim), take(rows*c.Dim), take(rows*c.Dim)
+	k, v := take(rows*kvd), take(rows*kvd)
+	g, u := take(rows*c.Hidden), take(rows*c.Hidden)
 
 	RMSNorm(h, x, L.AttnNorm, rows, c.Dim, c.NormEps)
 	if hook != nil {
@@ -60,8 +67,6 @@ func (m *Model) LayerForward(i int, x []float32, B, T int, hook func(l *Linear, 
 	}
 
 	RMSNorm(h, x, L.FFNNorm, rows, c.Dim, c.NormEps)
-	g := make([]float32, rows*c.Hidden)
-	u := make([]float32, rows*c.Hidden)
 	if hook != nil {
 		hook(L.Gate, h, rows)
 		hook(L.Up, h, rows)
@@ -77,6 +82,21 @@ func (m *Model) LayerForward(i int, x []float32, B, T int, hook func(l *Linear, 
 		x[j] += h[j]
 	}
 }
+
+// bufPool recycles the per-layer activation buffers, so that a forward pass
+// allocates nothing in steady state (garbage collections stop every core).
+var bufPool sync.Pool // *[]float32
+
+func getBufs(n int) *[]float32 {
+	if p, ok := bufPool.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float32, n)
+	return &s
+}
+
+func putBufs(p *[]float32) { bufPool.Put(p) }
 
 // Head applies the final norm and the classifier: x [rows, Dim] →
 // logits [rows, Vocab]. x is overwritten with the normalised activations.

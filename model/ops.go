@@ -97,7 +97,7 @@ func (r *Rope) apply(x []float32, B, T, heads, pos0 int, sign float32) {
 
 // Softmax normalises x in place: exp(x − max) / Σ.
 func Softmax(x []float32) {
-	if len(x) == 0 || softmaxVec(x) {
+	if len(x) == 0 {
 		return
 	}
 	mx := x[0]
@@ -108,7 +108,21 @@ func Softmax(x []float32) {
 	}
 	var sum float32
 	for i, v := range x {
-		e := fastExp(v - mx)
+		// e^(v-mx) for v-mx ≤ 0: fastExp's reduction and polynomial, inlined
+		d := v - mx
+		if d < -87.3 || d != d {
+			x[i] = 0
+			continue
+		}
+		n := float32(int32(d*1.44269504088896341 - 0.5))
+		r := d - n*0.693359375 + n*2.12194440e-4
+		p := float32(1.9875691500e-4)
+		p = p*r + 1.3981999507e-3
+		p = p*r + 8.3334519073e-3
+		p = p*r + 4.1665795894e-2
+		p = p*r + 1.6666665459e-1
+		p = p*r + 5.0000001201e-1
+		e := (p*r*r + r + 1) * math.Float32frombits(uint32(int32(n)+127)<<23)
 		x[i] = e
 		sum += e
 	}
@@ -146,11 +160,11 @@ func Attention(out, q, k, v []float32, B, T, heads, kvHeads, hd int, probs []flo
 	var wg sync.WaitGroup
 	for w := 0; w < nw; w++ {
 		wg.Go(func() {
-			qh := make([]float32, T*hd)
-			kh := make([]float32, T*hd)
-			vh := make([]float32, T*hd)
-			oh := make([]float32, blk*hd)
-			sc := make([]float32, blk*T)
+			ws := getBufs(3*T*hd + blk*hd + blk*T)
+			defer putBufs(ws)
+			buf := *ws
+			qh, kh, vh := buf[:T*hd], buf[T*hd:2*T*hd], buf[2*T*hd:3*T*hd]
+			oh, sc := buf[3*T*hd:3*T*hd+blk*hd], buf[3*T*hd+blk*hd:]
 			lastKV := -1
 			for job := w; job < jobs; job += nw {
 				b, h := job/heads, job%heads

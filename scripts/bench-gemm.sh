@@ -79,8 +79,8 @@ for line in open(sys.argv[2]):
     peer.setdefault(d["shape"], []).append(d)
 med = statistics.median
 print()
-print("| shape (tokens×out×in) | ours dense GFLOP/s | OpenBLAS GFLOP/s | dense/OpenBLAS | ours dense GFLOP/s-cpu | OpenBLAS GFLOP/s-cpu | dense/OpenBLAS (cpu) | sparse time / dense time | sparse/dense (cpu) |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("| shape (tokens×out×in) | ours dense GFLOP/s | OpenBLAS GFLOP/s | dense/OpenBLAS | ours dense GFLOP/s-cpu | OpenBLAS GFLOP/s-cpu | dense/OpenBLAS (cpu) | sparse time / dense time | sparse/dense (cpu) | sparse/dense (back to back) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for shape in sorted({s for _, s in go}, key=lambda s: [int(v) for v in s.split("x")]):
     m, n, k = (int(v) for v in shape.split("x"))
     flops = 2 * m * n * k
@@ -93,8 +93,11 @@ for shape in sorted({s for _, s in go}, key=lambda s: [int(v) for v in s.split("
     sw, sc = med(x["GFLOP/s"] for x in sp), med(x["GFLOP/s-cpu"] for x in sp)
     pw = flops / med(x["wall"] for x in p) / 1e9
     pc = flops / med(x["cpu"] / x["threads"] for x in p) / 1e9
-    print(f"| {shape} | {dw:.0f} | {pw:.0f} | {dw/pw:.2f} | {dc:.0f} | {pc:.0f} | {dc/pc:.2f} | {dw/sw:.2f} | {dc/sc:.2f} |")
+    bb = [x["sparse/dense"] for x in sp if "sparse/dense" in x]
+    bbs = f"{med(bb):.2f}" if bb else "-"
+    print(f"| {shape} | {dw:.0f} | {pw:.0f} | {dw/pw:.2f} | {dc:.0f} | {pc:.0f} | {dc/pc:.2f} | {dw/sw:.2f} | {dc/sc:.2f} | {bbs} |")
 print()
 print("sparse time / dense time < 1 means the 2:4 kernel is faster (0.67 = 1.5x, 0.5 = the 2x arithmetic limit).")
+print("back to back: CPU time of the sparse benchmark over as many dense calls run right after it in the same process.")
 print(f"medians over {len(next(iter(go.values())))} runs per cell; GFLOP/s are dense-equivalent (2*m*n*k) for the sparse kernel too.")
 PY

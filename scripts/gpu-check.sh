@@ -70,6 +70,10 @@ step() { # step NAME TIMEOUT LOG cmd...
 
 step cuda-tests 120 cuda-tests.log "$BIN/cuda.test" -test.v -test.count=1 \
 	-test.run '^(TestGPUOpen|TestGPULaunchArgs|TestGPUSpMM|TestGPUCuSparseLt|TestGPUF32|TestEmu.*|TestMmaSp.*)$'
+if grep -q -- '--- SKIP: TestGPUOpen' "$OUT/cuda-tests.log" 2>/dev/null; then
+	STATUS[cuda-tests]="NO-GPU: $(grep -m1 'no GPU:' "$OUT/cuda-tests.log" | sed 's/^ *gpu_test.go:[0-9]*: //' | cut -c1-300)"
+	echo "gpu-check: cuda-tests: ${STATUS[cuda-tests]}"
+fi
 step verify-cuda 60 verify-cuda.log "$BIN/verify.test" -test.v -test.count=1 -test.run '^(TestCUDA.*|TestBackendFor.*)$'
 step torch-bytes 150 torch-check.out python3 scripts/gpu_torch_check.py --out "$OUT/torch" --packer "$BIN/cuda.test" --bench
 SPARSIFY_GPU_BENCH="$OUT/bench.tsv" step bench 200 bench.log "$BIN/cuda.test" -test.v -test.count=1 -test.run '^TestGPUBenchTable$'

@@ -58,7 +58,6 @@ var loadDriver = sync.OnceValue(func() error {
 const (
 	cuErrNoDevice       = 100
 	cuErrInsufficientDr = 35
-	cuErrNotInitialized = 3
 )
 
 // Error is a failed driver API call.
@@ -123,9 +122,8 @@ type Device struct {
 // Ptr is a device address.
 type Ptr uint64
 
-// Open initialises the driver and returns device 0 (or SPARSIFY_CUDA_DEVICE,
-// not implemented: always 0). It runs once; later calls return the same
-// device or error. A machine without the driver or a GPU gives an error
+// Open initialises the driver and returns device 0 with its primary
+// context. It runs once; later calls return the same device or error. A machine without the driver or a GPU gives an error
 // wrapping ErrNoCUDA.
 func Open() (*Device, error) { return openOnce() }
 

@@ -315,3 +315,48 @@ func TestPreferMajor(t *testing.T) {
 		t.Fatal("preferMajor modified the shared spec")
 	}
 }
+
+// TestKernelMirrorsEmulation guards the promise that kernels/mmasp.cu and
+// mmasp_emu.go stay in step: every index formula of the kernel must appear,
+// spelled the same (spaces and casts aside), in the emulation.
+func TestKernelMirrorsEmulation(t *testing.T) {
+	cu, err := KernelSource("mmasp.cu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	emu, err := os.ReadFile("mmasp_emu.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(s string) string {
+		s = strings.ReplaceAll(s, "(long long)", "")
+		return strings.Join(strings.Fields(s), "")
+	}
+	ncu, nemu := norm(cu), norm(string(emu))
+	for _, f := range []string{
+		"j*N+32*rb+lane",                 // e register: reordered meta word
+		"tok*xw+16*j+4*r+t",              // B fragment
+		"r0*pw+8*j+t", "(r0+8)*pw+8*j+t", // A registers 0, 1
+		"r0*pw+8*j+4+t", "(r0+8)*pw+8*j+4+t", // A registers 2, 3
+		"32*rb+16*s+g",                   // A / D rows
+		"tb*32+nt*8+g", "tb*32+nt*8+2*t", // B / D tokens
+		"tok*N+row", "tok*N+row+8", "(tok+1)*N+row", "(tok+1)*N+row+8", // D stores
+		"rb*32>=N", "j<K/32",
+	} {
+		if !strings.Contains(nemu, f) {
+			t.Errorf("emulation lacks %q", f)
+		}
+		if !strings.Contains(ncu, f) {
+			t.Errorf("kernel lacks %q", f)
+		}
+	}
+	for _, p := range [][2]string{ // declarations: Go spelling, C spelling
+		{"pw:=K/4", "intpw=K/4"}, {"xw:=K/2", "intxw=K/2"},
+		{"g,t:=lane>>2,lane&3", "intg=lane>>2,t=lane&3"},
+		{"rb:=bx*emuWarpsPerBlock+w", "intrb=blockIdx.x*WARPS_PER_BLOCK+(threadIdx.x>>5)"},
+	} {
+		if !strings.Contains(nemu, p[0]) || !strings.Contains(ncu, p[1]) {
+			t.Errorf("declaration %q / %q not in both", p[0], p[1])
+		}
+	}
+}

@@ -4,6 +4,7 @@ package verifycmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -24,6 +25,8 @@ type Options struct {
 	GEMMTokens int
 	Seed       uint64
 	Quiet      bool
+	Device     string // auto, cpu, cuda
+	GPUEngine  string // GEMM engine on the GPU (see verify.BackendFor)
 }
 
 // New returns the verify command.
@@ -74,6 +77,8 @@ Exit status: 0 all checks passed, 1 a violation was found, 2 unreadable input.`,
 	f.IntVar(&o.GEMMTokens, "gemm-tokens", 64, "activation rows of the GEMM equivalence check (0 skips it)")
 	f.Uint64Var(&o.Seed, "seed", 0, "seed of the random activations")
 	f.BoolVarP(&o.Quiet, "quiet", "q", false, "no progress lines on stderr")
+	f.StringVar(&o.Device, "device", "auto", "where the GEMM check runs: auto (a GPU when CUDA loads, else the CPU), cpu or cuda")
+	f.StringVar(&o.GPUEngine, "gpu-gemm", "", "GPU sparse GEMM engine: "+verify.CUDAMMASp+" (our mma.sp kernel, default) or "+verify.CUDACuSPARSELt)
 	return cmd
 }
 
@@ -88,6 +93,16 @@ func Run(ctx context.Context, o *Options) error {
 	if !o.Quiet {
 		vo.Progress = o.IO.ErrOut
 	}
+	var note io.Writer = io.Discard
+	if !o.Quiet {
+		note = o.IO.ErrOut
+	}
+	be, closeBE, err := verify.BackendFor(o.Device, o.GPUEngine, note)
+	if err != nil {
+		return err
+	}
+	defer closeBE()
+	vo.Backend = be
 	rep, err := verify.Checkpoint(ctx, o.Path, vo)
 	if err != nil {
 		return err

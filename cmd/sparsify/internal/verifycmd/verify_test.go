@@ -26,9 +26,10 @@ func TestNewCmdFlags(t *testing.T) {
 		want    verifycmd.Options
 		wantErr bool
 	}{
-		{argv: "out", want: verifycmd.Options{Path: "out", GEMMTokens: 64}},
+		{argv: "out", want: verifycmd.Options{Path: "out", GEMMTokens: 64, Device: "auto"}},
+		{argv: "out --device cpu --gpu-gemm cusparselt", want: verifycmd.Options{Path: "out", GEMMTokens: 64, Device: "cpu", GPUEngine: "cusparselt"}},
 		{argv: "out --against m.gguf --json --junit r.xml --gemm-tokens 8 --seed 3 -q",
-			want: verifycmd.Options{Path: "out", Against: "m.gguf", JSON: true, JUnit: "r.xml", GEMMTokens: 8, Seed: 3, Quiet: true}},
+			want: verifycmd.Options{Path: "out", Against: "m.gguf", JSON: true, JUnit: "r.xml", GEMMTokens: 8, Seed: 3, Quiet: true, Device: "auto"}},
 		{argv: "", wantErr: true},
 		{argv: "a b", wantErr: true},
 		{argv: "out --gemm-tokens -1", wantErr: true},
