@@ -82,8 +82,9 @@ func weightLeftRows(ks kernelSet, c, xp, w []float32, m, n, k, r0, r1 int, acc b
 			load := pc > 0
 			for jr := 0; jr < mPad; jr += nr {
 				bp := bpc[jr*kc:]
-				for ir := 0; ir < rows; ir += mr {
-					ks.micro(kc, ap[ir/mr*(kc*mr+4):], bp, ct[ir*mPad+jr:], mPad, load)
+				aoff := 0
+				for ir := 0; ir < rows; ir, aoff = ir+mr, aoff+kc*mr+4 {
+					ks.micro(kc, ap[aoff:], bp, ct[ir*mPad+jr:], mPad, load)
 				}
 			}
 		}

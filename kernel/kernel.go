@@ -204,8 +204,9 @@ func gemmBlock(ks kernelSet, c []float32, ldc int, a, b operand, k, i0, i1, j0, 
 				packA(pa, a, ic, mc, pc, kc, mr)
 				for jr := 0; jr < nc; jr += nr {
 					bp := pb[jr*kc:]
-					for ir := 0; ir < mc; ir += mr {
-						ap := pa[ir/mr*(kc*mr+4):]
+					aoff := 0
+					for ir := 0; ir < mc; ir, aoff = ir+mr, aoff+kc*mr+4 {
+						ap := pa[aoff:]
 						i, j := ic+ir, jc+jr
 						if ir+mr <= mc && jr+nr <= nc {
 							ks.micro(kc, ap, bp, c[i*ldc+j:], ldc, load)
@@ -239,33 +240,62 @@ func roundUp(x, m int) int { return (x + m - 1) / m * m }
 // is followed by 4 floats of padding (the SIMD kernels load 4 at a time).
 func packA(dst []float32, a operand, i0, mc, p0, kc, mr int) {
 	stride := kc*mr + 4
+	if a.trans {
+		// A(i,p) = data[p*ld+i]: read each row p of the stored matrix once,
+		// front to back, scattering mr values into every panel.
+		full := mc / mr * mr
+		for p := 0; p < kc; p++ {
+			src := a.data[(p0+p)*a.ld+i0 : (p0+p)*a.ld+i0+mc]
+			off := p * mr // running offset: no division in the loop
+			if mr == 2 {
+				for ir := 0; ir < full; ir += 2 {
+					d := dst[off : off+2]
+					d[0], d[1] = src[ir], src[ir+1]
+					off += stride
+				}
+			} else {
+				for ir := 0; ir < full; ir += mr {
+					copyN(dst[off:off+mr], src[ir:ir+mr])
+					off += stride
+				}
+			}
+			if full < mc {
+				d := dst[off : off+mr]
+				n := copy(d, src[full:])
+				clear(d[n:])
+			}
+		}
+		for ir := 0; ir < mc; ir += mr {
+			clear(dst[ir/mr*stride+kc*mr : ir/mr*stride+stride])
+		}
+		return
+	}
 	for ir := 0; ir < mc; ir += mr {
 		panel := dst[ir/mr*stride : ir/mr*stride+stride]
 		rows := min(mr, mc-ir)
-		if a.trans {
-			// A(i,p) = data[p*ld+i]: mr contiguous values per p.
-			for p := 0; p < kc; p++ {
-				src := a.data[(p0+p)*a.ld+i0+ir:]
-				d := panel[p*mr : p*mr+mr]
-				copy(d, src[:rows])
-				clear(d[rows:])
+		// A(i,p) = data[i*ld+p]: stream each row into every mr-th slot.
+		for r := 0; r < mr; r++ {
+			if r >= rows {
+				for p := 0; p < kc; p++ {
+					panel[p*mr+r] = 0
+				}
+				continue
 			}
-		} else {
-			// A(i,p) = data[i*ld+p]: stream each row into every mr-th slot.
-			for r := 0; r < mr; r++ {
-				if r >= rows {
-					for p := 0; p < kc; p++ {
-						panel[p*mr+r] = 0
-					}
-					continue
-				}
-				src := a.data[(i0+ir+r)*a.ld+p0 : (i0+ir+r)*a.ld+p0+kc]
-				for p, v := range src {
-					panel[p*mr+r] = v
-				}
+			src := a.data[(i0+ir+r)*a.ld+p0 : (i0+ir+r)*a.ld+p0+kc]
+			for p, v := range src {
+				panel[p*mr+r] = v
 			}
 		}
 		clear(panel[kc*mr:])
+	}
+}
+
+// copyN copies a few floats with a loop (copy's call costs more than the
+// move for mr-sized runs).
+func copyN(d, s []float32) {
+	d = d[:len(s)]
+	for i, v := range s {
+		d[i] = v
 	}
 }
 

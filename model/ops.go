@@ -106,9 +106,10 @@ func Softmax(x []float32) {
 			mx = v
 		}
 	}
-	var sum float32
-	for i, v := range x {
+	n, sum := expSub(x, mx) // vector part (AVX2), if any
+	for i := n; i < len(x); i++ {
 		// e^(v-mx) for v-mx ≤ 0: fastExp's reduction and polynomial, inlined
+		v := x[i]
 		d := v - mx
 		if d < -87.3 || d != d {
 			x[i] = 0
@@ -137,8 +138,29 @@ func SiLU(x float32) float32 { return x / (1 + fastExp(-x)) }
 
 // SwiGLU writes out[i] = SiLU(gate[i]) · up[i] (out may alias gate or up).
 func SwiGLU(out, gate, up []float32) {
+	up = up[:len(out)]
+	gate = gate[:len(out)]
 	for i := range out {
-		out[i] = SiLU(gate[i]) * up[i]
+		g := gate[i]
+		// e^(−g) by fastExp's reduction and polynomial, inlined; clamped so
+		// that large |g| gives SiLU's limits (0 and g)
+		d := min(max(-g, -87.3), 88.7)
+		t := d * 1.44269504088896341
+		if t < 0 {
+			t -= 0.5
+		} else {
+			t += 0.5
+		}
+		n := float32(int32(t))
+		r := d - n*0.693359375 + n*2.12194440e-4
+		p := float32(1.9875691500e-4)
+		p = p*r + 1.3981999507e-3
+		p = p*r + 8.3334519073e-3
+		p = p*r + 4.1665795894e-2
+		p = p*r + 1.6666665459e-1
+		p = p*r + 5.0000001201e-1
+		e := (p*r*r + r + 1) * math.Float32frombits(uint32(int32(n)+127)<<23)
+		out[i] = g / (1 + e) * up[i]
 	}
 }
 
@@ -176,8 +198,12 @@ func Attention(out, q, k, v []float32, B, T, heads, kvHeads, hd int, probs []flo
 						copy(vh[t*hd:(t+1)*hd], v[(b*T+t)*ks+kvh*hd:])
 					}
 				}
-				for t := 0; t < T; t++ {
-					copy(qh[t*hd:(t+1)*hd], q[(b*T+t)*qs+h*hd:])
+				for t := 0; t < T; t++ { // gather the head's queries, pre-scaled by 1/sqrt(hd)
+					src := q[(b*T+t)*qs+h*hd : (b*T+t)*qs+(h+1)*hd]
+					dst := qh[t*hd : (t+1)*hd]
+					for i, x := range src {
+						dst[i] = x * scale
+					}
 				}
 				for t0 := 0; t0 < T; t0 += blk {
 					t1 := min(t0+blk, T)
@@ -187,9 +213,6 @@ func Attention(out, q, k, v []float32, B, T, heads, kvHeads, hd int, probs []flo
 					for i := 0; i < m; i++ {
 						row := s[i*n : (i+1)*n]
 						vis := t0 + i + 1
-						for j := range row[:vis] {
-							row[j] *= scale
-						}
 						Softmax(row[:vis])
 						clear(row[vis:])
 						if probs != nil {

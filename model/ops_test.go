@@ -247,3 +247,14 @@ func TestSoftmaxLengths(t *testing.T) {
 		}
 	}
 }
+
+func TestSwiGLURange(t *testing.T) {
+	for _, g := range []float32{-200, -90, -88, -30, -1, -1e-3, 0, 1e-3, 1, 30, 88, 90, 200} {
+		out := make([]float32, 1)
+		SwiGLU(out, []float32{g}, []float32{2})
+		want := 2 * float64(g) / (1 + math.Exp(-float64(g)))
+		if math.Abs(float64(out[0])-want) > 1e-6*(1+math.Abs(want)) || math.IsNaN(float64(out[0])) {
+			t.Fatalf("SwiGLU(%v) = %v, want %v", g, out[0], want)
+		}
+	}
+}

@@ -147,3 +147,49 @@ func TestStoriesGenerate(t *testing.T) {
 		t.Fatalf("generated text has %d words: %q", words, text)
 	}
 }
+
+// TestLoadErrors: truncated or corrupt inputs give errors that name the file.
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"stories260K.bin", "stories260K.gguf"} {
+		data, err := os.ReadFile(testutil.SharedData(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := dir + "/cut-" + name
+		if err := os.WriteFile(p, data[:len(data)/2], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = Load(p)
+		if err == nil || !strings.Contains(err.Error(), p) {
+			t.Fatalf("%s truncated: %v", name, err)
+		}
+	}
+	if _, _, err := Load(dir + "/missing.gguf"); err == nil {
+		t.Fatal("missing file loaded")
+	}
+	p := dir + "/junk.bin"
+	if err := os.WriteFile(p, []byte("not a model at all, no"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) {
+		t.Fatalf("junk: %v", err)
+	}
+}
+
+func TestLoadTokenizerFiles(t *testing.T) {
+	m, _, err := LoadWithTokenizer(testutil.SharedData(t, "stories260K.bin"), testutil.SharedData(t, "tok512.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tg := loadStories(t)
+	for _, p := range []string{testutil.SharedData(t, "tok512.bin"), testutil.SharedData(t, "stories260K.gguf")} {
+		tok, err := LoadTokenizer(p, m.Config.Vocab)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := tok.Encode("Once upon a time, Lily", true), tg.Encode("Once upon a time, Lily", true); !slices.Equal(a, b) {
+			t.Fatalf("%s: %v, want %v", p, a, b)
+		}
+	}
+}

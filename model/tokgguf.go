@@ -65,6 +65,7 @@ func TokenizerFromGGUF(kvs []gguf.KV) (*tokenizer.Tokenizer, error) {
 		if s.Pre == "default" {
 			s.Pre = "gpt2"
 		}
+		s.IgnoreMerges = s.Pre == "llama-bpe" || s.Pre == "llama3" // as llama.cpp does for LLAMA3
 	default:
 		return nil, fmt.Errorf("%w: tokenizer model %q", tokenizer.ErrFormat, mod)
 	}

@@ -13,8 +13,8 @@ import (
 // TestStoriesBaselines measures the reference points of the MaskLLM table on
 // stories260K (tinystories-valid.txt, 256-token chunks): dense, SparseGPT
 // with its weight update, the SparseGPT mask on the original weights (the
-// prior) and magnitude, and a 20-step learning run that must improve on its
-// prior.
+// prior) and magnitude. The learning run itself is scripts/learn-stories.sh
+// (minutes to an hour of CPU; mask/maskllm/RESULTS.md).
 //
 //	GOEXPERIMENT=simd go test ./mask/maskllm -run StoriesBaselines -v
 func TestStoriesBaselines(t *testing.T) {
@@ -37,6 +37,7 @@ func TestStoriesBaselines(t *testing.T) {
 	if len(ids) != 82481 {
 		t.Fatalf("valid text is %d tokens, want 82,481", len(ids))
 	}
+	want := map[string][2]float64{"magnitude": {100, 200}, "sparsegpt-mask": {40, 110}, "sparsegpt": {30, 80}}
 	ppl := func(name string) float64 {
 		p, err := Perplexity(ctx, m, ids, 256)
 		if err != nil {
@@ -63,19 +64,9 @@ func TestStoriesBaselines(t *testing.T) {
 		if _, _, err := calib.Prune(ctx, m, tok, method, copts); err != nil {
 			t.Fatal(err)
 		}
-		ppl(method)
+		if p := ppl(method); p < want[method][0] || p > want[method][1] {
+			t.Errorf("%s: perplexity %.2f outside [%g, %g]", method, p, want[method][0], want[method][1])
+		}
 		reset(orig)
-	}
-	// a short learning run must move the hard mask below its prior's start
-	o := DefaultOptions()
-	o.Out, o.Data, o.Eval = t.TempDir(), train, valid
-	o.Steps, o.Batch, o.EvalEvery, o.CheckpointEvery = 20, 8, 0, 0
-	res, err := Learn(ctx, m, tok, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("maskllm 20 steps × 8 × 256: %.4f → %.4f (%.0fs)", res.InitialPPL, res.FinalPPL, res.Seconds)
-	if !(res.FinalPPL < res.InitialPPL) {
-		t.Errorf("20 steps did not improve the hard mask: %.3f → %.3f", res.InitialPPL, res.FinalPPL)
 	}
 }

@@ -145,6 +145,15 @@ func (t *Tokenizer) encodeByteLevel(out []int32, text string) []int32 {
 }
 
 func (t *Tokenizer) encodeWord(out []int32, word string) []int32 {
+	if t.spec.IgnoreMerges {
+		var b strings.Builder
+		for i := 0; i < len(word); i++ {
+			b.WriteRune(byteToRune[word[i]])
+		}
+		if id, ok := t.ids[b.String()]; ok {
+			return append(out, id)
+		}
+	}
 	pieces := make([]string, len(word))
 	for i := 0; i < len(word); i++ {
 		pieces[i] = string(byteToRune[word[i]])

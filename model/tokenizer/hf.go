@@ -26,6 +26,7 @@ type hfFile struct {
 		Merges       []json.RawMessage `json:"merges"`
 		ByteFallback bool              `json:"byte_fallback"`
 		UnkToken     *string           `json:"unk_token"`
+		IgnoreMerges bool              `json:"ignore_merges"`
 	} `json:"model"`
 }
 
@@ -103,6 +104,7 @@ func ParseHF(data, config []byte) (*Tokenizer, error) {
 	switch {
 	case strings.Contains(pre, `"ByteLevel"`):
 		s.Kind = ByteLevel
+		s.IgnoreMerges = f.Model.IgnoreMerges
 		switch {
 		case strings.Contains(pre, `"Digits"`):
 			s.Pre = "smollm"

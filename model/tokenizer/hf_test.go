@@ -133,3 +133,27 @@ func TestSPMConvertedBPE(t *testing.T) {
 		t.Fatalf("bos %d eos %d", tk.BOS(), tk.EOS())
 	}
 }
+
+// TestIgnoreMerges: with ignore_merges a word in the vocabulary is one token
+// even when no merge chain builds it.
+func TestIgnoreMerges(t *testing.T) {
+	var tj map[string]any
+	if err := json.Unmarshal(byteLevelJSON(t, `\p{N}{1,3}`), &tj); err != nil {
+		t.Fatal(err)
+	}
+	m := tj["model"].(map[string]any)
+	vocab := m["vocab"].(map[string]any)
+	vocab["xyz"] = float64(5000)
+	for _, ignore := range []bool{false, true} {
+		m["ignore_merges"] = ignore
+		b, _ := json.Marshal(tj)
+		tk, err := ParseHF(b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := tk.Encode("xyz", false)
+		if want := map[bool]int{false: 3, true: 1}[ignore]; len(got) != want {
+			t.Fatalf("ignore_merges=%v: %v", ignore, got)
+		}
+	}
+}

@@ -57,6 +57,10 @@ type Spec struct {
 	BOS, EOS, UNK  int32 // -1 when absent
 	AddBOS         bool  // Encode with bos=true prepends BOS only when this is set
 	AddSpacePrefix bool  // SPM: prepend a space to the text (dummy prefix)
+	// IgnoreMerges (ByteLevel): a pre-tokenized word that is itself in the
+	// vocabulary is one token, merges are not consulted (Llama 3's
+	// tokenizer.json "ignore_merges", llama.cpp's llama-bpe).
+	IgnoreMerges bool
 }
 
 // Tokenizer encodes and decodes text.

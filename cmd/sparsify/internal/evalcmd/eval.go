@@ -18,13 +18,14 @@ import (
 
 // Options are the flag values of one eval run.
 type Options struct {
-	IO     *cmdutil.IO
-	Model  string
-	Text   string
-	SeqLen int
-	Mask   string
-	Batch  int
-	JSON   bool
+	IO        *cmdutil.IO
+	Model     string
+	Text      string
+	SeqLen    int
+	Mask      string
+	Tokenizer string
+	Batch     int
+	JSON      bool
 }
 
 // Result is what eval reports (the --json object).
@@ -80,6 +81,7 @@ sparsify wrote) or a llama2.c .bin. --mask applies hard masks from a mask file
 	}
 	cmd.Flags().StringVar(&o.Text, "text", "", "text file to evaluate on (required)")
 	cmd.Flags().IntVar(&o.SeqLen, "seq-len", 256, "chunk length in tokens")
+	cmd.Flags().StringVar(&o.Tokenizer, "tokenizer", "", "tokenizer file instead of the model's own (tokenizer.json, tokenizer.gguf.json, GGUF, llama2.c tokenizer.bin)")
 	cmd.Flags().StringVar(&o.Mask, "mask", "", "mask file (safetensors of U8/BOOL masks keyed by tensor name)")
 	cmd.Flags().IntVar(&o.Batch, "batch", 0, "chunks per forward pass (0: about 2048 tokens)")
 	cmd.Flags().BoolVar(&o.JSON, "json", false, "print the result as JSON")
@@ -113,7 +115,7 @@ func Evaluate(ctx context.Context, o *Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, tok, err := model.Load(o.Model)
+	m, tok, err := model.LoadWithTokenizer(o.Model, o.Tokenizer)
 	if err != nil {
 		return nil, err
 	}

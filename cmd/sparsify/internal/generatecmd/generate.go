@@ -23,6 +23,7 @@ type Options struct {
 	Temperature float32
 	Seed        uint64
 	Mask        string
+	Tokenizer   string
 }
 
 // New returns the generate command.
@@ -63,13 +64,14 @@ mask file first.`,
 	cmd.Flags().IntVar(&o.Tokens, "tokens", 128, "maximum number of new tokens")
 	cmd.Flags().Float32Var(&o.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	cmd.Flags().Uint64Var(&o.Seed, "seed", 0, "random seed for sampling")
+	cmd.Flags().StringVar(&o.Tokenizer, "tokenizer", "", "tokenizer file instead of the model's own (tokenizer.json, tokenizer.gguf.json, GGUF, llama2.c tokenizer.bin)")
 	cmd.Flags().StringVar(&o.Mask, "mask", "", "mask file to apply before generating")
 	return cmd
 }
 
 // Run generates and streams the text.
 func Run(ctx context.Context, o *Options) error {
-	m, tok, err := model.Load(o.Model)
+	m, tok, err := model.LoadWithTokenizer(o.Model, o.Tokenizer)
 	if err != nil {
 		return err
 	}
