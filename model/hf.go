@@ -65,6 +65,9 @@ func LoadHF(path string) (*Model, *tokenizer.Tokenizer, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if ti, ok := format.Lookup(src, hfNames.embed); ok && len(ti.Shape) == 2 && ti.Shape[0] > 0 && ti.Shape[0] <= 1<<24 {
+		c.Vocab = int(ti.Shape[0]) // the embedding's rows are the model's vocabulary
+	}
 	if !c.QKVBias {
 		if _, ok := format.Lookup(src, hfNames.layer(0, "q.bias")); ok {
 			c.QKVBias = true

@@ -206,10 +206,10 @@ func LoadGGUF(path string) (*Model, *tokenizer.Tokenizer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if c.Vocab == 0 {
-		if ti, ok := format.Lookup(f, ggufNames.embed); ok && len(ti.Shape) == 2 {
-			c.Vocab = int(ti.Shape[0])
-		}
+	// the embedding's rows are the model's vocabulary (it may be padded
+	// beyond the tokenizer's)
+	if ti, ok := format.Lookup(f, ggufNames.embed); ok && len(ti.Shape) == 2 && ti.Shape[0] > 0 && ti.Shape[0] <= 1<<24 {
+		c.Vocab = int(ti.Shape[0])
 	}
 	// llama.cpp runs "llama" with interleaved RoPE (its converter permutes q/k
 	// rows to match), "qwen2" with NEOX (rotate half) on unpermuted rows.

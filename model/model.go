@@ -241,7 +241,9 @@ func (m *Model) Rope(seq int) *Rope {
 	m.ropeMu.Lock()
 	defer m.ropeMu.Unlock()
 	if m.rope == nil || m.rope.MaxPos < seq {
-		n := max(seq, m.Config.MaxSeq, 16)
+		// the trained context up to 4096 positions at once (a 128k-context
+		// model would need a large table), longer sequences as they come
+		n := max(seq, min(m.Config.MaxSeq, 4096), 16)
 		m.rope = NewRope(m.Config.HeadDim(), n, m.Config.RopeTheta, m.Config.RopeInterleaved)
 	}
 	return m.rope

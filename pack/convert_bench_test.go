@@ -15,7 +15,7 @@ import (
 func BenchmarkConvertPassthrough(b *testing.B) {
 	dir := b.TempDir()
 	in := filepath.Join(dir, "in")
-	cfg := synth.ForBytes(256 << 20)
+	cfg := synth.ForBytes(64 << 20)
 	if err := synth.WriteHF(in, cfg, 1); err != nil {
 		b.Fatal(err)
 	}
@@ -24,6 +24,28 @@ func BenchmarkConvertPassthrough(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		out := filepath.Join(dir, "out")
 		if _, err := Convert(context.Background(), in, out, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.RemoveAll(out)
+		b.StartTimer()
+	}
+}
+
+// BenchmarkConvertMagnitudeCutlass prunes and packs a ~64 MB BF16 checkpoint.
+// go test -run XXX -bench ConvertMagnitudeCutlass -benchtime 2x ./pack
+func BenchmarkConvertMagnitudeCutlass(b *testing.B) {
+	dir := b.TempDir()
+	in := filepath.Join(dir, "in")
+	cfg := synth.ForBytes(64 << 20)
+	if err := synth.WriteHF(in, cfg, 1); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(cfg.Bytes())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		out := filepath.Join(dir, "out")
+		if _, err := Convert(context.Background(), in, out, Options{Method: Magnitude(), Layout: Cutlass}); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

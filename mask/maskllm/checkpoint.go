@@ -171,7 +171,7 @@ func readHeader(path string, r io.ReaderAt, size int64) (map[string]json.RawMess
 		return nil, 0, ckErr(path, "", 0, "header length %d exceeds the file (%d bytes) or the %d-byte limit", hn, size, maxHeader)
 	}
 	js := make([]byte, hn)
-	if _, err := r.ReadAt(js, 8); err != nil {
+	if _, err := r.ReadAt(js, 8); err != nil && hn > 0 {
 		return nil, 0, fmt.Errorf("maskllm: %s: %w", path, err)
 	}
 	var raw map[string]json.RawMessage
@@ -243,7 +243,7 @@ func readCheckpoint(path string, r io.ReaderAt, size int64) (*Checkpoint, error)
 			return nil, ckErr(path, n, dataStart+a, "shape %v does not match %d data bytes", e.Shape, b-a)
 		}
 		buf := make([]byte, b-a) // bounded by the file size checked above
-		if _, err := r.ReadAt(buf, dataStart+a); err != nil {
+		if _, err := r.ReadAt(buf, dataStart+a); err != nil && len(buf) > 0 {
 			return nil, fmt.Errorf("maskllm: %s: tensor %q: %w", path, n, err)
 		}
 		v := make([]float32, (b-a)/4)

@@ -401,6 +401,9 @@ func Learn(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, opts O
 		}
 	}
 	res := &Result{InitialPPL: math.NaN(), FinalPPL: math.NaN()}
+	if len(prevLog) > 0 && prevLog[0].Step == 0 {
+		res.InitialPPL = prevLog[0].EvalPPL // measured before the interruption
+	}
 	start := time.Now()
 	save := func() error {
 		c := st.Checkpoint(o.Steps)

@@ -101,6 +101,10 @@ func WritePlot(path string, rows []StepLog) (err error) {
 			err = fmt.Errorf("maskllm: plot %s: %v", path, r)
 		}
 	}()
+	lastStep := 1
+	for _, r := range rows {
+		lastStep = max(lastStep, r.Step)
+	}
 	panel := func(title, ylabel string, get func(StepLog) float64, logY bool) *plot.Plot {
 		p := plot.New()
 		p.Title.Text = title
@@ -116,8 +120,9 @@ func WritePlot(path string, rows []StepLog) (err error) {
 		}
 		if logY && len(xy) > 0 {
 			p.Y.Scale = plot.LogScale{}
-			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+			p.Y.Tick.Marker = logTicks{}
 		}
+		p.X.Min, p.X.Max = 0, float64(lastStep)
 		if len(xy) > 0 {
 			l, err := plotter.NewLine(xy)
 			if err == nil {
@@ -225,4 +230,25 @@ func (p *progress) done() {
 	if p.o.Progress != nil && p.o.Terminal {
 		fmt.Fprintln(p.o.Progress)
 	}
+}
+
+// logTicks labels 1, 2, 5 × powers of ten (plot.LogTicks labels only the
+// powers, which leaves a 7–100 perplexity axis with a single label).
+type logTicks struct{}
+
+func (logTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ts []plot.Tick
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		for _, m := range []float64{1, 2, 5} {
+			v := m * math.Pow(10, e)
+			if v >= lo && v <= hi {
+				ts = append(ts, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 4, 64)})
+			}
+		}
+	}
+	if len(ts) < 2 {
+		ts = append(ts, plot.Tick{Value: lo, Label: strconv.FormatFloat(lo, 'g', 3, 64)},
+			plot.Tick{Value: hi, Label: strconv.FormatFloat(hi, 'g', 3, 64)})
+	}
+	return ts
 }

@@ -1,6 +1,7 @@
 // Command gensparse writes ../../sparse_unrolled_amd64.go: the fully unrolled
 // inner blocks of the 2:4 sparse kernels (see simd_amd64.go for why they are
-// straight-line code). Run with `go generate ./kernel/`.
+// straight-line code). Run with `GOEXPERIMENT=simd go generate ./kernel/` (the
+// directive sits in simd_amd64.go, which only builds with the experiment).
 package main
 
 import (

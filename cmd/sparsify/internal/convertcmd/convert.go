@@ -83,7 +83,7 @@ Sparse outputs carry a sparsify.json manifest. Output is atomic; IN is never wri
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.To, "to", "", "output format: safetensors or gguf (default: the input's)")
+	f.StringVar(&o.To, "to", "", "output format: safetensors or gguf (default: gguf for OUT ending in .gguf; safetensors for OUT ending in / or .safetensors, for --layout cutlass|bitmask and --compress; else the input's)")
 	f.StringVar(&o.DType, "dtype", "keep", "output dtype of float tensors: keep, f32, f16 or bf16 (quantized inputs are dequantized)")
 	f.StringVar(&o.Method, "method", "none", "mask method: "+strings.Join(Methods, ", "))
 	f.StringVar(&o.Mask, "mask", "", "apply the masks in `FILE` (written by --save-mask)")
