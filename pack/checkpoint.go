@@ -2,6 +2,7 @@ package pack
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -142,14 +143,16 @@ func (c *Checkpoint) readFile(name string) ([]byte, error) {
 }
 
 // Identity hashes the input files for the manifest.
-func (c *Checkpoint) Identity() (Input, error) {
+func (c *Checkpoint) Identity() (Input, error) { return c.identity(context.Background()) }
+
+func (c *Checkpoint) identity(ctx context.Context) (Input, error) {
 	in := Input{Path: c.Path, Format: c.Kind}
 	base := c.Path
 	if c.Dir == nil {
 		base = filepath.Dir(c.Path)
 	}
 	for _, p := range c.Files {
-		f, err := HashFile(p)
+		f, err := hashFile(ctx, p)
 		if err != nil {
 			return in, err
 		}
@@ -162,16 +165,33 @@ func (c *Checkpoint) Identity() (Input, error) {
 }
 
 // HashFile returns the size and sha256 of a file.
-func HashFile(path string) (File, error) {
+func HashFile(path string) (File, error) { return hashFile(context.Background(), path) }
+
+// hashFile is HashFile reading 1 MiB at a time (few system calls) and
+// stopping when ctx is done.
+func hashFile(ctx context.Context, path string) (File, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return File{}, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return File{}, fmt.Errorf("hashing %s: %w", path, err)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return File{}, err
+		}
+		k, err := f.Read(*bp)
+		h.Write((*bp)[:k])
+		n += int64(k)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return File{}, fmt.Errorf("hashing %s: %w", path, err)
+		}
 	}
 	return File{Name: filepath.Base(path), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }

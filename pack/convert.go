@@ -136,6 +136,11 @@ type converter struct {
 	computeErr error
 	// denseWarned counts "stored masked-dense" warnings.
 	denseWarned int
+	// the input's identity, hashed concurrently with the write (run):
+	// valid once inputDone is closed
+	inputDone <-chan struct{}
+	input     Input
+	inputErr  error
 }
 
 // maxDenseWarnings bounds the "stored masked-dense" lines printed; the
@@ -366,6 +371,17 @@ func (c *converter) run() (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Output: c.out, Format: c.to}
+	if c.sparse() {
+		// hash the input for the manifest while the output is written
+		ctx, cancel := context.WithCancel(c.ctx)
+		ch := make(chan struct{})
+		go func() {
+			defer close(ch)
+			c.input, c.inputErr = c.ck.identity(ctx)
+		}()
+		c.inputDone = ch
+		defer func() { cancel(); <-ch }()
+	}
 	tensors, err := c.tensors()
 	if err != nil {
 		return nil, err
@@ -572,6 +588,9 @@ func (c *converter) tensors() ([]format.Tensor, error) {
 func (c *converter) compute(p *plan) ([][]byte, error) {
 	if err := c.ctx.Err(); err != nil {
 		return nil, err
+	}
+	if c.fastMagnitude(p) {
+		return c.computeMagnitude(p)
 	}
 	ti := p.in
 	raw, err := c.raw.readAll(ti)
@@ -876,7 +895,8 @@ func (c *converter) saveMask() error {
 }
 
 func (c *converter) writeSafetensors(ts []format.Tensor, pr func(int64, int64)) ([]File, []safetensors.TensorResult, error) {
-	wo := safetensors.WriteOptions{MaxShardSize: c.opts.MaxShardSize, Jobs: c.jobs(), Compress: c.opts.Compress, Progress: pr}
+	// digests are for the manifest only: a plain conversion hashes nothing
+	wo := safetensors.WriteOptions{MaxShardSize: c.opts.MaxShardSize, Jobs: c.jobs(), Compress: c.opts.Compress, Progress: pr, NoHash: !c.sparse()}
 	if c.ck.Dir != nil {
 		wo.Metadata = c.ck.Dir.Metadata()
 	} else if f, ok := c.src.(*safetensors.File); ok {
@@ -1048,7 +1068,14 @@ func (c *converter) manifest(files []File, ts []format.Tensor, trs []safetensors
 	if ms := c.opts.Method; ms != nil {
 		m.Method = Method{Name: ms.Name(), Settings: ms.Settings(), WeightsUpdated: ms.Name() == "sparsegpt"}
 	}
-	in, err := c.ck.Identity()
+	var in Input
+	var err error
+	if c.inputDone != nil {
+		<-c.inputDone
+		in, err = c.input, c.inputErr
+	} else {
+		in, err = c.ck.identity(c.ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -1188,4 +1215,270 @@ func (c *converter) warnFusedMismatch(packed []string) {
 			}
 		}
 	}
+}
+
+// magnitudeBlockBytes is about the input bytes one block of rows holds on the
+// streaming magnitude path.
+var magnitudeBlockBytes = 4 << 20
+
+// blockBufs are the row-block buffers of the streaming magnitude path.
+var blockBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// fastMagnitude reports whether p takes the streaming magnitude path: the
+// magnitude method on a 16- or 32-bit float weight kept in its dtype, rows in
+// the input's order, masks not saved. That path computes the mask from the
+// stored bits (|x| orders like its bits with the sign cleared), zeroes the
+// pruned values in place and packs the weight block by block: no float32 copy,
+// no mask, and for cutlass no dense copy of the whole weight. Its output is
+// bit-identical with mask.Magnitude + ApplyMask + PackCutlass.
+func (c *converter) fastMagnitude(p *plan) bool {
+	if _, ok := c.opts.Method.(magnitudeSource); !ok || !p.prune || c.masks != nil || p.heads != 0 || p.outDT != p.in.DType {
+		return false
+	}
+	switch p.outDT {
+	case format.BF16, format.F16, format.F32:
+	default:
+		return false
+	}
+	pat := c.pattern
+	return len(p.in.Shape) == 2 && p.rows > 0 && p.cols > 0 && pat.N > 0 && pat.M > pat.N && pat.M <= 64 &&
+		p.cols%pat.M == 0 && p.in.Size == int64(p.rows)*int64(p.cols)*int64(elemBytes(p.outDT))
+}
+
+func elemBytes(dt format.DType) int {
+	if dt == format.F32 {
+		return 4
+	}
+	return 2
+}
+
+// computeMagnitude is compute for fastMagnitude plans.
+func (c *converter) computeMagnitude(p *plan) ([][]byte, error) {
+	ti := p.in
+	es := elemBytes(p.outDT)
+	rowBytes := p.cols * es
+	rc, err := c.raw.open(ti)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var done int64
+	read := func(b []byte) error {
+		if _, err := io.ReadFull(rc, b); err != nil {
+			return &format.FormatError{File: ti.File, Tensor: ti.Name, Offset: ti.Offset, Msg: fmt.Sprintf("reading %d bytes: %v", ti.Size, err)}
+		}
+		done += int64(len(b))
+		c.bytesIn.Add(int64(len(b)))
+		return nil
+	}
+	// prune rows [lo, lo+len(b)/rowBytes) in place
+	prune := func(b []byte, lo int) error {
+		if err := c.ctx.Err(); err != nil {
+			return err
+		}
+		if r, col, ok := magnitudeRows(p.outDT, b, p.cols, c.pattern); !ok {
+			v := make([]float32, 1)
+			_ = format.ToFloat32(p.outDT, b[(r*p.cols+col)*es:(r*p.cols+col+1)*es], v)
+			return fmt.Errorf("tensor %q: %s mask: %w: weight [%d, %d] is %v", ti.Name, c.opts.Method.Name(), mask.ErrInput, lo+r, col, v[0])
+		}
+		return nil
+	}
+	n := int64(p.rows) * int64(p.cols)
+	p.pruned.Density = float64(n/int64(c.pattern.M)*int64(c.pattern.N)) / float64(n)
+	if p.layout != Cutlass {
+		out := make([]byte, ti.Size)
+		if err := read(out); err != nil {
+			return nil, err
+		}
+		per := max(1, magnitudeBlockBytes/rowBytes)
+		for lo := 0; lo < p.rows; lo += per {
+			hi := min(lo+per, p.rows)
+			if err := prune(out[lo*rowBytes:hi*rowBytes], lo); err != nil {
+				return nil, err
+			}
+		}
+		if p.layout == Bitmask {
+			comp, bm, err := PackBitmask(p.outDT, p.rows, p.cols, out)
+			if err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+			}
+			return [][]byte{shapeTensorBytes(p.rows, p.cols), comp, bm}, nil
+		}
+		return [][]byte{out}, nil
+	}
+	info, err := CutlassLayoutOf(p.outDT, p.rows, p.cols)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+	}
+	const align = 32 // CUTLASS row tile of 16-bit meta: blocks shift its reordering by whole tiles
+	vals := make([]byte, info.ValuesSize)
+	meta := make([]byte, info.MetaSize)
+	per := max(align, magnitudeBlockBytes/rowBytes/align*align)
+	bp := blockBufs.Get().(*[]byte)
+	defer blockBufs.Put(bp)
+	if need := min(per, p.rows) * rowBytes; cap(*bp) < need {
+		*bp = make([]byte, need)
+	}
+	valRow := int(info.ValuesSize) / p.rows
+	metaRow := int(info.MetaSize) / p.rows
+	var bmeta []byte
+	for lo := 0; lo < p.rows; lo += per {
+		hi := min(lo+per, p.rows)
+		br := hi - lo
+		blk := (*bp)[:br*rowBytes]
+		if err := read(blk); err != nil {
+			return nil, err
+		}
+		if err := prune(blk, lo); err != nil {
+			return nil, err
+		}
+		if cap(bmeta) < br*metaRow {
+			bmeta = make([]byte, br*metaRow)
+		}
+		bm := bmeta[:br*metaRow]
+		if err := PackCutlassInto(p.outDT, br, p.cols, blk, vals[lo*valRow:hi*valRow], bm); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
+		}
+		// the block's meta panels (2·br words each, one per pair of meta
+		// columns) go to the whole matrix's panels (2·rows words), shifted by
+		// the block's first row: metaBase(lo+r) = metaBase(r) + 2·lo.
+		panel := 2 * br * 2
+		for k := 0; k*panel < len(bm); k++ {
+			copy(meta[(k*2*p.rows+2*lo)*2:], bm[k*panel:(k+1)*panel])
+		}
+	}
+	return [][]byte{vals, meta, shapeTensorBytes(p.rows, p.cols)}, nil
+}
+
+// magnitudeRows applies the magnitude mask to whole rows of cols elements of
+// dt in b, in place: in every group of p.M columns it keeps the p.N entries of
+// largest |x| (ties: the lower column), and sets every other entry, and every
+// kept ±0, to +0, exactly as mask.Magnitude followed by ApplyMask. On a NaN or
+// Inf it returns the first one's row (in b) and column, b then partly pruned.
+func magnitudeRows(dt format.DType, b []byte, cols int, p mask.Pattern) (row, col int, ok bool) {
+	switch dt {
+	case format.BF16, format.F16:
+		inf := uint16(0x7f80)
+		if dt == format.F16 {
+			inf = 0x7c00
+		}
+		if p.N == 2 && p.M == 4 {
+			if i := prune24x16(b, inf); i >= 0 {
+				return i / cols, i % cols, false
+			}
+			return 0, 0, true
+		}
+		for i := 0; i+2 <= len(b); i += 2 {
+			if le.Uint16(b[i:])&inf == inf {
+				return i / 2 / cols, i / 2 % cols, false
+			}
+		}
+		var keys [64]uint32
+		for g := 0; g+2*p.M <= len(b); g += 2 * p.M {
+			for j := 0; j < p.M; j++ {
+				keys[j] = uint32(le.Uint16(b[g+2*j:]) & 0x7fff)
+			}
+			for j := 0; j < p.M; j++ {
+				if keys[j] == 0 || !topN(keys[:p.M], j, p.N) {
+					le.PutUint16(b[g+2*j:], 0)
+				}
+			}
+		}
+	case format.F32:
+		for i := 0; i+4 <= len(b); i += 4 {
+			if le.Uint32(b[i:])&0x7f800000 == 0x7f800000 {
+				return i / 4 / cols, i / 4 % cols, false
+			}
+		}
+		var keys [64]uint32
+		for g := 0; g+4*p.M <= len(b); g += 4 * p.M {
+			for j := 0; j < p.M; j++ {
+				keys[j] = le.Uint32(b[g+4*j:]) & 0x7fffffff
+			}
+			for j := 0; j < p.M; j++ {
+				if keys[j] == 0 || !topN(keys[:p.M], j, p.N) {
+					le.PutUint32(b[g+4*j:], 0)
+				}
+			}
+		}
+	}
+	return 0, 0, true
+}
+
+// topN reports whether keys[j] is among the n largest of keys, ties going to
+// the lower index: its rank in (key descending, index ascending) order is < n.
+func topN(keys []uint32, j, n int) bool {
+	k, rank := keys[j], 0
+	for i, x := range keys {
+		if x > k || (x == k && i < j) {
+			rank++
+		}
+	}
+	return rank < n
+}
+
+// prune24x16 is magnitudeRows' 2:4 case for 16-bit floats, one 64-bit load
+// per group and no data-dependent branch: the six pairwise comparisons of
+// |x| (ties: the lower index wins) index keep24, the two winners, and the
+// kept ±0 lanes are cleared too. inf is the exponent mask of one lane; on a
+// NaN or Inf it returns the element's index (b unchanged from that group on),
+// else -1.
+func prune24x16(b []byte, inf uint16) int {
+	infs := uint64(inf) * 0x0001000100010001
+	for g := 0; g+8 <= len(b); g += 8 {
+		x := le.Uint64(b[g:])
+		if y := x&infs ^ infs; (y-0x0001000100010001)&^y&0x8000800080008000 != 0 {
+			for j := 0; j < 4; j++ {
+				if uint16(x>>(16*j))&inf == inf {
+					return g/2 + j
+				}
+			}
+		}
+		a0, a1, a2, a3 := uint32(x)&0x7fff, uint32(x>>16)&0x7fff, uint32(x>>32)&0x7fff, uint32(x>>48)&0x7fff
+		idx := b2u(a0 >= a1) | b2u(a0 >= a2)<<1 | b2u(a0 >= a3)<<2 | b2u(a1 >= a2)<<3 | b2u(a1 >= a3)<<4 | b2u(a2 >= a3)<<5
+		le.PutUint64(b[g:], x&lanes16[keep24[idx]&uint8(flags16(x))])
+	}
+	return -1
+}
+
+// keep24 maps the six pairwise "i beats j" bits of a group (bit 0: 0 vs 1,
+// 1: 0 vs 2, 2: 0 vs 3, 3: 1 vs 2, 4: 1 vs 3, 5: 2 vs 3) to the lanes that
+// win at least two of their three comparisons (bit i: lane i kept).
+var keep24 = func() (t [64]uint8) {
+	pairs := [6][2]int{{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}}
+	for idx := range t {
+		var wins [4]int
+		for k, pr := range pairs {
+			if idx>>k&1 == 1 {
+				wins[pr[0]]++
+			} else {
+				wins[pr[1]]++
+			}
+		}
+		for i, w := range wins {
+			if w >= 2 {
+				t[idx] |= 1 << i
+			}
+		}
+	}
+	return t
+}()
+
+// lanes16 maps 4 lane bits to the 64-bit mask of those 16-bit lanes.
+var lanes16 = func() (t [16]uint64) {
+	for k := range t {
+		for i := 0; i < 4; i++ {
+			if k>>i&1 == 1 {
+				t[k] |= 0xffff << (16 * i)
+			}
+		}
+	}
+	return t
+}()
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,6 +17,7 @@ import (
 	"github.com/sparsify/sparsify/format"
 	"github.com/sparsify/sparsify/format/gguf"
 	"github.com/sparsify/sparsify/format/llama"
+	"github.com/sparsify/sparsify/format/safetensors"
 	"github.com/sparsify/sparsify/internal/synth"
 	"github.com/sparsify/sparsify/internal/testutil"
 	"github.com/sparsify/sparsify/mask"
@@ -565,5 +568,136 @@ func TestQuantizedInput(t *testing.T) {
 	r := mustConvert(t, q, filepath.Join(dir, "p"), Options{To: "safetensors", Method: Magnitude(), DType: "bf16", Layout: Cutlass})
 	if r.Pruned != 14 {
 		t.Errorf("pruned %d", r.Pruned)
+	}
+}
+
+// slowMagnitude is Magnitude behind another type, so that Convert takes the
+// general path (float32 copy, mask.Magnitude, ApplyMask, whole-tensor packing).
+type slowMagnitude struct{ MaskSource }
+
+// TestMagnitudeRowsMatchesMask checks the bit-pattern magnitude selection
+// against mask.Magnitude + ApplyMask on values with many ties and ±0.
+func TestMagnitudeRowsMatchesMask(t *testing.T) {
+	vals := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 0.5, -0.5, 2, 3e-41, -3e-41, 1e-7}
+	for _, dt := range []format.DType{format.BF16, format.F16, format.F32} {
+		for _, pat := range []mask.Pattern{mask.Pattern24, {N: 1, M: 2}, {N: 4, M: 8}, {N: 3, M: 16}} {
+			rows, cols := 7, 48
+			w := make([]float32, rows*cols)
+			for i := range w {
+				w[i] = vals[(i*7+i/5+i*i/3)%len(vals)]
+			}
+			es := elemBytes(dt)
+			b := make([]byte, len(w)*es)
+			if err := format.FromFloat32(dt, w, b); err != nil {
+				t.Fatal(err)
+			}
+			ref := bytes.Clone(b)
+			wf := make([]float32, len(w))
+			_ = format.ToFloat32(dt, ref, wf)
+			m, err := mask.Magnitude(wf, rows, cols, pat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ApplyMask(dt, ref, m); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, ok := magnitudeRows(dt, b, cols, pat); !ok {
+				t.Fatalf("%v %v: reported a non-finite weight", dt, pat)
+			}
+			if !bytes.Equal(b, ref) {
+				t.Errorf("%v %v: magnitudeRows differs from mask.Magnitude + ApplyMask", dt, pat)
+			}
+			// a NaN, then an Inf earlier: the first in row order is reported
+			w[3*cols+5] = float32(math.NaN())
+			w[2*cols+9] = float32(math.Inf(-1))
+			_ = format.FromFloat32(dt, w, b)
+			if r, c, ok := magnitudeRows(dt, b, cols, pat); ok || r != 2 || c != 9 {
+				t.Errorf("%v %v: non-finite at [%d, %d] ok=%v, want [2, 9]", dt, pat, r, c, ok)
+			}
+		}
+	}
+}
+
+// TestFastMagnitudeBitIdentical converts with the streaming magnitude path
+// (in blocks of 32 rows, or 1 row for dense) and with the general path, and
+// requires identical tensors and manifests.
+func TestFastMagnitudeBitIdentical(t *testing.T) {
+	defer func(n int) { magnitudeBlockBytes = n }(magnitudeBlockBytes)
+	magnitudeBlockBytes = 1
+	cases := []struct {
+		dt     format.DType
+		layout Layout
+		pat    mask.Pattern
+	}{
+		{format.BF16, Cutlass, mask.Pattern24}, {format.F16, Cutlass, mask.Pattern24}, {format.BF16, Cutlass, mask.Pattern{N: 1, M: 2}},
+		{format.F32, Cutlass, mask.Pattern{N: 1, M: 2}}, {format.BF16, Bitmask, mask.Pattern24}, {format.BF16, Dense, mask.Pattern24},
+		{format.F32, Dense, mask.Pattern{N: 4, M: 8}}, {format.F16, Dense, mask.Pattern{N: 1, M: 2}},
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprintf("%v-%s-%v", tc.dt, tc.layout, tc.pat), func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := synth.Tiny()
+			cfg.DType = tc.dt
+			in := filepath.Join(dir, "in")
+			if err := synth.WriteHF(in, cfg, 5); err != nil {
+				t.Fatal(err)
+			}
+			fast, slow := filepath.Join(dir, "fast"), filepath.Join(dir, "slow")
+			rf := mustConvert(t, in, fast, Options{Method: Magnitude(), Layout: tc.layout, Pattern: tc.pat, Jobs: 2})
+			rs := mustConvert(t, in, slow, Options{Method: slowMagnitude{Magnitude()}, Layout: tc.layout, Pattern: tc.pat, Jobs: 2})
+			if rf.Pruned == 0 || rf.Pruned != rs.Pruned || rf.Dense != rs.Dense {
+				t.Fatalf("pruned %d/%d, dense %d/%d", rf.Pruned, rs.Pruned, rf.Dense, rs.Dense)
+			}
+			if !reflect.DeepEqual(rf.Manifest.Tensors, rs.Manifest.Tensors) || !reflect.DeepEqual(rf.Manifest.Pruned, rs.Manifest.Pruned) {
+				t.Errorf("manifests differ:\n%+v\n%+v", rf.Manifest.Pruned, rs.Manifest.Pruned)
+			}
+			for _, f := range rf.Manifest.Files { // digests taken while writing
+				h, err := HashFile(filepath.Join(fast, f.Name))
+				if err != nil || h.SHA256 != f.SHA256 || h.Size != f.Size {
+					t.Errorf("%s: manifest says %s %d, file is %s %d (%v)", f.Name, f.SHA256, f.Size, h.SHA256, h.Size, err)
+				}
+			}
+			sf, err := safetensors.Open(filepath.Join(fast, "model.safetensors"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, mt := range rf.Manifest.Tensors {
+				if b, _, err := format.ReadAll(sf, mt.Name); err != nil || sha256Hex(b) != mt.SHA256 {
+					t.Errorf("%s: manifest digest differs from the tensor's (%v)", mt.Name, err)
+				}
+			}
+			sf.Close()
+			a, _ := os.ReadFile(filepath.Join(fast, "model.safetensors"))
+			b, _ := os.ReadFile(filepath.Join(slow, "model.safetensors"))
+			if len(a) == 0 || !bytes.Equal(a, b) {
+				t.Error("model.safetensors differs between the streaming and the general path")
+			}
+		})
+	}
+}
+
+// TestFastMagnitudeNaN: both paths name the same weight and element.
+func TestFastMagnitudeNaN(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "w.safetensors")
+	rows, cols := 64, 64
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(i%13) - 6
+	}
+	w[40*cols+17] = float32(math.NaN())
+	b := make([]byte, 2*len(w))
+	_ = format.FromFloat32(format.BF16, w, b)
+	ts := []format.Tensor{{Name: "model.layers.0.mlp.up_proj.weight", DType: format.BF16, Shape: []int64{int64(rows), int64(cols)}, Size: int64(len(b)),
+		WriteTo: func(wr io.Writer) (int64, error) { n, err := wr.Write(b); return int64(n), err }}}
+	if _, err := safetensors.WriteFile(context.Background(), in, ts, safetensors.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, layout := range []Layout{Cutlass, Dense} {
+		_, ef := Convert(context.Background(), in, filepath.Join(dir, "f.safetensors"), Options{Method: Magnitude(), Layout: layout})
+		_, es := Convert(context.Background(), in, filepath.Join(dir, "s.safetensors"), Options{Method: slowMagnitude{Magnitude()}, Layout: layout})
+		if ef == nil || es == nil || ef.Error() != es.Error() || !errors.Is(ef, mask.ErrInput) || !strings.Contains(ef.Error(), "[40, 17]") {
+			t.Errorf("%s: fast %v\nslow %v", layout, ef, es)
+		}
 	}
 }

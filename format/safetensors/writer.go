@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"golang.org/x/sync/errgroup"
@@ -297,11 +298,56 @@ type tensorWriter struct {
 	size int64
 	name string
 	pr   *progress
+	tee  *fileTee // nil: the file hash is not fed from here
 }
+
+// fileTee lets the in-order file hash of writePlain take a tensor's bytes as
+// they are written instead of reading them back: once the file hasher has
+// reached the tensor (want), the tensor's writer flushes what it wrote so
+// far, hashes it back from the file (usually nothing or little), then feeds
+// every further byte to the file hash too (streamed).
+type fileTee struct {
+	want     atomic.Bool
+	streamed bool // set by the tensor's writer only; read after done
+	fh       hash.Hash
+	flush    func() error                     // flushes the tensor's buffered bytes into the file
+	readBack func(h io.Writer, n int64) error // hashes the tensor's first n bytes from the file
+}
+
+// teeChunk bounds one write while a file hash may be waiting for the tensor.
+const teeChunk = 4 << 20
 
 var errTooMuch = errors.New("WriteTo wrote more bytes than the tensor's Size")
 
 func (t *tensorWriter) Write(p []byte) (int, error) {
+	if t.tee == nil {
+		return t.write(p)
+	}
+	done := 0
+	for done < len(p) {
+		if !t.tee.streamed && t.tee.want.Load() {
+			if err := t.tee.flush(); err != nil {
+				return done, err
+			}
+			if err := t.tee.readBack(t.tee.fh, t.n); err != nil {
+				return done, err
+			}
+			t.tee.streamed = true
+		}
+		end := min(len(p), done+teeChunk)
+		n, err := t.write(p[done:end])
+		if t.tee.streamed {
+			t.tee.fh.Write(p[done : done+n])
+		}
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (t *tensorWriter) write(p []byte) (int, error) {
 	if err := t.ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -370,12 +416,12 @@ func writeBody(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, t
 	return writePlain(ctx, f, hdr, ts, trs, opts, pr)
 }
 
-func writeTensor(ctx context.Context, w io.Writer, t format.Tensor, pr *progress, noHash bool) (string, error) {
+func writeTensor(ctx context.Context, w io.Writer, t format.Tensor, pr *progress, noHash bool, tee *fileTee) (string, error) {
 	var h hash.Hash = nopHash{}
 	if !noHash {
 		h = sha256.New()
 	}
-	tw := &tensorWriter{ctx: ctx, w: w, h: h, size: t.Size, name: t.Name, pr: pr}
+	tw := &tensorWriter{ctx: ctx, w: w, h: h, size: t.Size, name: t.Name, pr: pr, tee: tee}
 	n, err := t.WriteTo(tw)
 	if err == nil && (n != t.Size || tw.n != t.Size) {
 		err = fmt.Errorf("WriteTo wrote %d bytes (reported %d), want %d", tw.n, n, t.Size)
@@ -402,8 +448,9 @@ func (nopHash) Size() int                   { return 0 }
 func (nopHash) BlockSize() int              { return 64 }
 
 // writePlain writes the header, then the bodies concurrently at their
-// offsets, while one goroutine hashes the file in order by reading back each
-// finished tensor (from the page cache).
+// offsets, while one goroutine hashes the file in order: a tensor it reaches
+// while the tensor is being written feeds it directly (fileTee), a tensor
+// finished before is read back (from the page cache).
 func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, trs []TensorResult, opts *WriteOptions, pr *progress) (FileResult, error) {
 	if _, err := f.WriteAt(hdr, 0); err != nil {
 		return FileResult{}, err
@@ -420,15 +467,26 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 	}
 	fileHash := sha256.New()
 	fileHash.Write(hdr)
+	tees := make([]*fileTee, len(ts))
 	var hashErr error
 	hashDone := make(chan struct{})
+	if !opts.NoHash {
+		for i := range tees {
+			tees[i] = &fileTee{fh: fileHash, readBack: func(h io.Writer, n int64) error {
+				bp := readBackBufs.Get().(*[]byte)
+				defer readBackBufs.Put(bp)
+				_, err := io.CopyBuffer(h, io.NewSectionReader(f, trs[i].Offset, n), *bp)
+				return err
+			}}
+		}
+	}
 	go func() { // in-order file hash
 		defer close(hashDone)
 		if opts.NoHash {
 			return
 		}
-		buf := make([]byte, 1<<20)
 		for i, t := range ts {
+			tees[i].want.Store(true)
 			select {
 			case <-done[i]:
 			case <-gctx.Done():
@@ -439,7 +497,10 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 					return
 				}
 			}
-			if _, err := io.CopyBuffer(fileHash, io.NewSectionReader(f, trs[i].Offset, t.Size), buf); err != nil {
+			if tees[i].streamed {
+				continue
+			}
+			if err := tees[i].readBack(fileHash, t.Size); err != nil {
 				hashErr = err
 				return
 			}
@@ -452,7 +513,10 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 		}
 		g.Go(func() error {
 			bw := bufio.NewWriterSize(io.NewOffsetWriter(f, trs[i].Offset), 1<<20)
-			sum, err := writeTensor(gctx, bw, t, pr, opts.NoHash)
+			if tees[i] != nil {
+				tees[i].flush = bw.Flush
+			}
+			sum, err := writeTensor(gctx, bw, t, pr, opts.NoHash, tees[i])
 			if err == nil {
 				err = bw.Flush()
 			}
@@ -480,6 +544,9 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 	}
 	return FileResult{Size: size, SHA256: hex.EncodeToString(fileHash.Sum(nil))}, nil
 }
+
+// readBackBufs are the 1 MiB buffers of file-hash read-backs.
+var readBackBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // countWriter counts bytes on their way to w.
 type countWriter struct {
@@ -514,7 +581,7 @@ func writeZstd(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, t
 		return fail(err)
 	}
 	for i, t := range ts {
-		sum, err := writeTensor(ctx, sw, t, pr, opts.NoHash)
+		sum, err := writeTensor(ctx, sw, t, pr, opts.NoHash, nil)
 		if err != nil {
 			return fail(err)
 		}

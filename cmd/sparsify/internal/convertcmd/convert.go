@@ -43,8 +43,12 @@ type Options struct {
 	Seed         uint64
 }
 
-// Methods are the --method values.
-var Methods = []string{"none", "magnitude", "wanda", "sparsegpt", "sparsegpt-mask"}
+// Methods are the --method values: "none" and every method of calib.Methods.
+var Methods = append([]string{"none"}, calib.Methods...)
+
+// calibrated reports whether method needs --calib: every calib method but
+// magnitude, which uses no data.
+func calibrated(method string) bool { return method != "none" && method != "magnitude" }
 
 // New returns the convert command.
 func New(io *cmdutil.IO) *cobra.Command { return NewCmd(io, nil) }
@@ -141,7 +145,7 @@ func (o *Options) validate() error {
 	if o.Jobs < 1 {
 		return fmt.Errorf("--jobs %d: want at least 1", o.Jobs)
 	}
-	if (o.Method == "wanda" || o.Method == "sparsegpt" || o.Method == "sparsegpt-mask") && o.Calib == "" {
+	if calibrated(o.Method) && o.Calib == "" {
 		return fmt.Errorf("--method %s needs --calib FILE (calibration text)", o.Method)
 	}
 	if o.CalibSamples < 1 || o.SeqLen < 2 {

@@ -36,6 +36,9 @@ func TestNewCmdFlags(t *testing.T) {
 		{argv: "in out --method wanda --calib c.txt --calib-samples 16 --seq-len 64 --seed 3", check: func(o *convertcmd.Options) bool {
 			return o.Method == "wanda" && o.Calib == "c.txt" && o.CalibSamples == 16 && o.SeqLen == 64 && o.Seed == 3
 		}},
+		{argv: "in out --method sparsegpt-prior --calib c.txt", check: func(o *convertcmd.Options) bool {
+			return o.Method == "sparsegpt-prior" && o.Calib == "c.txt"
+		}},
 		{argv: "in", wantErr: "arg"},
 		{argv: "in out --to onnx", wantErr: "--to"},
 		{argv: "in out --dtype q4", wantErr: "--dtype"},
@@ -47,6 +50,9 @@ func TestNewCmdFlags(t *testing.T) {
 		{argv: "in out --max-shard-size lots", wantErr: "--max-shard-size"},
 		{argv: "in out --jobs 0", wantErr: "--jobs"},
 		{argv: "in out --method sparsegpt", wantErr: "--calib"},
+		{argv: "in out --method sparsegpt-prior", wantErr: "--calib"},
+		{argv: "in out --method wanda", wantErr: "--calib"},
+		{argv: "in out --method sparsegpt-mask", wantErr: "--calib"},
 	}
 	for _, c := range cases {
 		t.Run(c.argv, func(t *testing.T) {
