@@ -80,13 +80,71 @@ func selectNM(rows, cols int, p Pattern, score func(r, c int) float64) *Mask {
 // consecutive input columns of every row of the row-major [rows, cols]
 // weight w (spec §3.1). Ties keep the lower column index. No data is used
 // and w is not changed.
+//
+// For finite weights |w| orders like the float32 bits with the sign cleared,
+// so the selection compares those integers: the same choice as ranking
+// math.Abs(float64(w)), without a call per element.
 func Magnitude(w []float32, rows, cols int, p Pattern) (*Mask, error) {
 	if err := checkShape(w, rows, cols, p); err != nil {
 		return nil, err
 	}
-	return selectNM(rows, cols, p, func(r, c int) float64 {
-		return math.Abs(float64(w[r*cols+c]))
-	}), nil
+	m := New(rows, cols)
+	if p.N == 2 && p.M == 4 {
+		for g := 0; g+4 <= len(w); g += 4 {
+			a0, a1 := math.Float32bits(w[g])&0x7fffffff, math.Float32bits(w[g+1])&0x7fffffff
+			a2, a3 := math.Float32bits(w[g+2])&0x7fffffff, math.Float32bits(w[g+3])&0x7fffffff
+			k := keep24[b2u(a0 >= a1)|b2u(a0 >= a2)<<1|b2u(a0 >= a3)<<2|b2u(a1 >= a2)<<3|b2u(a1 >= a3)<<4|b2u(a2 >= a3)<<5]
+			keep := m.Keep[g : g+4 : g+4]
+			keep[0], keep[1], keep[2], keep[3] = k&1 != 0, k&2 != 0, k&4 != 0, k&8 != 0
+		}
+		return m, nil
+	}
+	keys := make([]uint32, p.M)
+	for g := 0; g+p.M <= len(w); g += p.M {
+		for j := range keys {
+			keys[j] = math.Float32bits(w[g+j]) & 0x7fffffff
+		}
+		for j, k := range keys {
+			rank := 0 // entries chosen before j: larger, or equal and earlier
+			for i, x := range keys {
+				if x > k || (x == k && i < j) {
+					rank++
+				}
+			}
+			m.Keep[g+j] = rank < p.N
+		}
+	}
+	return m, nil
+}
+
+// keep24 maps the six "i is chosen before j" bits of a 2:4 group (bit 0: 0
+// before 1, 1: 0/2, 2: 0/3, 3: 1/2, 4: 1/3, 5: 2/3) to the two lanes chosen
+// (bit i: lane i), those ahead of at least two of the other three.
+var keep24 = func() (t [64]uint8) {
+	pairs := [6][2]int{{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}}
+	for idx := range t {
+		var wins [4]int
+		for k, pr := range pairs {
+			if idx>>k&1 == 1 {
+				wins[pr[0]]++
+			} else {
+				wins[pr[1]]++
+			}
+		}
+		for i, n := range wins {
+			if n >= 2 {
+				t[idx] |= 1 << i
+			}
+		}
+	}
+	return t
+}()
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Wanda keeps, in every group of p.M consecutive input columns of every row,

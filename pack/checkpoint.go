@@ -242,13 +242,16 @@ func (r *rawFiles) open(ti format.TensorInfo) (io.ReadCloser, error) {
 	return io.NopCloser(io.NewSectionReader(f, ti.Offset, ti.Size)), nil
 }
 
-func (r *rawFiles) readAll(ti format.TensorInfo) ([]byte, error) {
+// readInto reads tensor ti whole into buf, which holds exactly ti.Size bytes.
+func (r *rawFiles) readInto(ti format.TensorInfo, buf []byte) ([]byte, error) {
 	rc, err := r.open(ti)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	buf := make([]byte, ti.Size)
+	if int64(len(buf)) != ti.Size {
+		return nil, fmt.Errorf("pack: internal: %d-byte buffer for tensor %q of %d bytes", len(buf), ti.Name, ti.Size)
+	}
 	if _, err := io.ReadFull(rc, buf); err != nil {
 		return nil, &format.FormatError{File: ti.File, Tensor: ti.Name, Offset: ti.Offset, Msg: fmt.Sprintf("reading %d bytes: %v", ti.Size, err)}
 	}

@@ -129,6 +129,7 @@ type converter struct {
 	cfg      llama.Config
 	sparseIn string
 	raw      *rawFiles
+	bufs     *bufPool
 	written  *Manifest // the manifest written, nil if none
 	// computeErr is the first error computing a tensor, returned as is
 	// (not wrapped by the writer in the temporary file's name).
@@ -230,6 +231,7 @@ func newConverter(ctx context.Context, ck *Checkpoint, out string, opts Options)
 		return nil, fmt.Errorf("%w: %w", ErrConvert, err)
 	}
 	c.targets = t
+	c.bufs = &bufPool{max: 2 * c.jobs()}
 	if err := c.plan(); err != nil {
 		return nil, err
 	}
@@ -497,6 +499,7 @@ func (j *job) writer(i int) func(w io.Writer) (int64, error) {
 		b := j.outs[i]
 		n, err := w.Write(b)
 		j.outs[i] = nil
+		j.c.bufs.put(b) // written: nothing refers to it any more
 		if j.left.Add(-1) == 0 {
 			j.outs = nil
 		}
@@ -593,7 +596,7 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 		return c.computeMagnitude(p)
 	}
 	ti := p.in
-	raw, err := c.raw.readAll(ti)
+	raw, err := c.raw.readInto(ti, c.bufs.get(int(ti.Size)))
 	if err != nil {
 		return nil, err
 	}
@@ -635,12 +638,13 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 			// mask the stored bytes in place: kept values stay bit-exact
 			w = nil
 		} else {
+			c.bufs.put(raw) // decoded into w
 			raw = nil
 			sz, err := p.outDT.ByteSize(int64(n))
 			if err != nil {
 				return nil, err
 			}
-			out = make([]byte, sz)
+			out = c.bufs.get(int(sz)) // FromFloat32 writes every byte
 			if err := format.FromFloat32(p.outDT, w, out); err != nil {
 				return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
 			}
@@ -664,7 +668,7 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 		if len(ti.Shape) >= 1 {
 			rows = int(ti.Shape[0])
 		}
-		perm := make([]byte, len(out))
+		perm := c.bufs.get(len(out)) // a permutation of whole rows: every byte written
 		if p.heads > 0 {
 			err = llama.Permute(perm, out, rows, p.heads)
 		} else {
@@ -673,6 +677,7 @@ func (c *converter) compute(p *plan) ([][]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
 		}
+		c.bufs.put(out)
 		out = perm
 	}
 	if !p.target {
@@ -1217,6 +1222,61 @@ func (c *converter) warnFusedMismatch(packed []string) {
 	}
 }
 
+// bufPool recycles a conversion's large output buffers (packed values, meta,
+// dense weights): once written they serve the next tensor, so that the heap
+// stays about jobs × (tensor + packed output) instead of growing with the
+// garbage of every tensor until the collector runs. Buffers handed out are
+// not cleared: callers overwrite every byte.
+type bufPool struct {
+	mu   sync.Mutex
+	free [][]byte
+	max  int // buffers kept at most
+}
+
+// minPooled is the smallest buffer worth recycling.
+const minPooled = 1 << 20
+
+// get returns a buffer of n bytes: the smallest free one that fits, else new.
+func (p *bufPool) get(n int) []byte {
+	if n >= minPooled {
+		p.mu.Lock()
+		best := -1
+		for i, b := range p.free {
+			if cap(b) >= n && (best < 0 || cap(b) < cap(p.free[best])) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			b := p.free[best]
+			p.free = slices.Delete(p.free, best, best+1)
+			p.mu.Unlock()
+			return b[:n]
+		}
+		p.mu.Unlock()
+	}
+	return make([]byte, n)
+}
+
+// put gives b back; the caller no longer uses it. Beyond max buffers the
+// smallest is dropped.
+func (p *bufPool) put(b []byte) {
+	if cap(b) < minPooled {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.free = append(p.free, b)
+	if len(p.free) > p.max {
+		small := 0
+		for i, f := range p.free {
+			if cap(f) < cap(p.free[small]) {
+				small = i
+			}
+		}
+		p.free = slices.Delete(p.free, small, small+1)
+	}
+}
+
 // magnitudeBlockBytes is about the input bytes one block of rows holds on the
 // streaming magnitude path.
 var magnitudeBlockBytes = 4 << 20
@@ -1262,12 +1322,10 @@ func (c *converter) computeMagnitude(p *plan) ([][]byte, error) {
 		return nil, err
 	}
 	defer rc.Close()
-	var done int64
 	read := func(b []byte) error {
 		if _, err := io.ReadFull(rc, b); err != nil {
 			return &format.FormatError{File: ti.File, Tensor: ti.Name, Offset: ti.Offset, Msg: fmt.Sprintf("reading %d bytes: %v", ti.Size, err)}
 		}
-		done += int64(len(b))
 		c.bytesIn.Add(int64(len(b)))
 		return nil
 	}
@@ -1286,7 +1344,7 @@ func (c *converter) computeMagnitude(p *plan) ([][]byte, error) {
 	n := int64(p.rows) * int64(p.cols)
 	p.pruned.Density = float64(n/int64(c.pattern.M)*int64(c.pattern.N)) / float64(n)
 	if p.layout != Cutlass {
-		out := make([]byte, ti.Size)
+		out := c.bufs.get(int(ti.Size))
 		if err := read(out); err != nil {
 			return nil, err
 		}
@@ -1299,6 +1357,7 @@ func (c *converter) computeMagnitude(p *plan) ([][]byte, error) {
 		}
 		if p.layout == Bitmask {
 			comp, bm, err := PackBitmask(p.outDT, p.rows, p.cols, out)
+			c.bufs.put(out)
 			if err != nil {
 				return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
 			}
@@ -1311,8 +1370,8 @@ func (c *converter) computeMagnitude(p *plan) ([][]byte, error) {
 		return nil, fmt.Errorf("tensor %q: %w", ti.Name, err)
 	}
 	const align = 32 // CUTLASS row tile of 16-bit meta: blocks shift its reordering by whole tiles
-	vals := make([]byte, info.ValuesSize)
-	meta := make([]byte, info.MetaSize)
+	vals := c.bufs.get(int(info.ValuesSize))
+	meta := c.bufs.get(int(info.MetaSize))
 	per := max(align, magnitudeBlockBytes/rowBytes/align*align)
 	bp := blockBufs.Get().(*[]byte)
 	defer blockBufs.Put(bp)

@@ -2,7 +2,9 @@
 # Convert benchmark: sparsify convert vs cp of the same bytes, peak RSS, and
 # the size table of the sparse layouts. Usage:
 #   scripts/bench-convert.sh [BYTES]      (default 1073741824: a 1 GiB BF16 checkpoint)
-# Environment: WORK (scratch dir, default a mktemp under $TMPDIR), JOBS (default nproc).
+# Environment: WORK (scratch dir, default a mktemp under $TMPDIR), JOBS (default nproc),
+# IN (an existing checkpoint directory to time instead of generating one),
+# SIZES=0 (skip the size tables).
 # Figures: docs/BENCH-convert.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,32 +19,42 @@ trap 'rm -rf "$WORK"' EXIT
 TIME=/usr/bin/time
 
 echo "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg), $(uname -m)"
-echo "generating a ${BYTES}-byte synthetic BF16 LLaMA-shaped checkpoint"
-go run ./internal/synth/cmd/synth -out "$WORK/in" -bytes "$BYTES" -seed 1
-IN=$WORK/in
+if [ -n "${IN:-}" ] && [ -f "$IN/model.safetensors" ]; then
+	echo "reusing the checkpoint in $IN"
+else
+	echo "generating a ${BYTES}-byte synthetic BF16 LLaMA-shaped checkpoint"
+	go run ./internal/synth/cmd/synth -out "$WORK/in" -bytes "$BYTES" -seed 1
+	IN=$WORK/in
+fi
 MODEL=$IN/model.safetensors
 SIZE=$(stat -c %s "$MODEL")
 LARGEST=$("$SP" inspect "$IN" --json | python3 -c 'import json,sys; print(max(t["bytes"] for t in json.load(sys.stdin)["tensors"]))')
 cat "$MODEL" > /dev/null # warm the page cache for every run alike
 
-# secs CMD... : wall seconds of one run (best of 3), peak RSS (KiB) of the last
-run() {
-	local best="" rss=0 t
-	for i in 1 2 3; do
-		rm -rf "$WORK/out" "$WORK/out.gguf" "$WORK/cp.safetensors"
-		sync
-		$TIME -f '%e %M' -o "$WORK/time.txt" "$@" > /dev/null
-		t=$(cut -d' ' -f1 "$WORK/time.txt")
-		rss=$(cut -d' ' -f2 "$WORK/time.txt")
-		if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
-	done
-	echo "$best $rss"
+# once NAME CMD... : one timed run; keeps the best wall seconds of NAME in
+# BEST[NAME] and the peak RSS (KiB) of that run in RSS[NAME]
+declare -A BEST RSS
+once() {
+	local name=$1 t m
+	shift
+	rm -rf "$WORK/out" "$WORK/out.gguf" "$WORK/cp.safetensors"
+	sync
+	$TIME -f '%e %M' -o "$WORK/time.txt" "$@" > /dev/null
+	read -r t m < "$WORK/time.txt"
+	if [ -z "${BEST[$name]:-}" ] || awk "BEGIN{exit !($t < ${BEST[$name]})}"; then BEST[$name]=$t RSS[$name]=$m; fi
 }
-
-read CP CPRSS < <(run bash -c "cp '$MODEL' '$WORK/cp.safetensors' && sync '$WORK/cp.safetensors'")
-read CV CVRSS < <(run "$SP" convert "$IN" "$WORK/out" -q --jobs "$JOBS")
-read CG CGRSS < <(run "$SP" convert "$IN" "$WORK/out.gguf" --to gguf -q --jobs "$JOBS")
-read CM CMRSS < <(run "$SP" convert "$IN" "$WORK/out" -q --jobs "$JOBS" --method magnitude --layout cutlass)
+# three rounds, each running cp and every conversion in turn, so that the
+# shared machine's load hits them alike; best of 3 each
+for round in 1 2 3; do
+	once cp bash -c "cp '$MODEL' '$WORK/cp.safetensors' && sync '$WORK/cp.safetensors'"
+	once st "$SP" convert "$IN" "$WORK/out" -q --jobs "$JOBS"
+	once cp bash -c "cp '$MODEL' '$WORK/cp.safetensors' && sync '$WORK/cp.safetensors'"
+	once gguf "$SP" convert "$IN" "$WORK/out.gguf" --to gguf -q --jobs "$JOBS"
+	once mag "$SP" convert "$IN" "$WORK/out" -q --jobs "$JOBS" --method magnitude --layout cutlass
+done
+CP=${BEST[cp]} CPRSS=${RSS[cp]} CV=${BEST[st]} CVRSS=${RSS[st]}
+CG=${BEST[gguf]} CGRSS=${RSS[gguf]} CM=${BEST[mag]} CMRSS=${RSS[mag]}
+echo "load average after the timed runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 mb() { awk "BEGIN{printf \"%.0f\", $SIZE/1e6/$1}"; }
 pct() { awk "BEGIN{printf \"%.0f%%\", 100*$2/$1}"; }
 TARGET=$(( (2*LARGEST + 100*1000*1000) / 1024 ))
@@ -78,6 +90,7 @@ sizes() { # NAME SRC DTYPEFLAG
 	done
 	echo "(dense input: $base bytes)"
 }
+[ "${SIZES:-1}" = 0 ] && exit 0
 if [ -f ../shared/data/stories260K.gguf ]; then
 	"$SP" convert ../shared/data/stories260K.gguf "$WORK/stories/" --dtype bf16 -q > /dev/null
 	sizes "stories260K (BF16)" "$WORK/stories"

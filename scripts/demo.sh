@@ -41,7 +41,8 @@ ppl() { "$SP" eval "$1" --text "$TEXT" --seq-len "$SEQ" --json 2>/dev/null | sed
 
 $SP version
 step "inspect $MODEL"
-$SP inspect "$MODEL" | head -12
+$SP inspect "$MODEL" >"$OUT/inspect.txt"
+sed -n 1,12p "$OUT/inspect.txt"
 
 step "dense perplexity on $TEXT (chunks of $SEQ tokens)"
 dense=$(ppl "$MODEL")

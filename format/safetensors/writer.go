@@ -314,6 +314,10 @@ type fileTee struct {
 	readBack func(h io.Writer, n int64) error // hashes the tensor's first n bytes from the file
 }
 
+// teeStreamed and teeReadBack count the tensors whose bytes the file hash
+// took while written and by reading them back (for tests).
+var teeStreamed, teeReadBack atomic.Int64
+
 // teeChunk bounds one write while a file hash may be waiting for the tensor.
 const teeChunk = 4 << 20
 
@@ -333,6 +337,7 @@ func (t *tensorWriter) Write(p []byte) (int, error) {
 				return done, err
 			}
 			t.tee.streamed = true
+			teeStreamed.Add(1)
 		}
 		end := min(len(p), done+teeChunk)
 		n, err := t.write(p[done:end])
@@ -500,6 +505,7 @@ func writePlain(ctx context.Context, f outFile, hdr []byte, ts []format.Tensor, 
 			if tees[i].streamed {
 				continue
 			}
+			teeReadBack.Add(1)
 			if err := tees[i].readBack(fileHash, t.Size); err != nil {
 				hashErr = err
 				return

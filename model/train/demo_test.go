@@ -8,13 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sparsify/sparsify/format"
 	"github.com/sparsify/sparsify/internal/testutil"
 	"github.com/sparsify/sparsify/model"
+	"github.com/sparsify/sparsify/pack"
 )
 
 // demoDensePPL is the shipped model's held-out perplexity at 256 tokens on
 // testdata/demo/valid.txt, as testdata/README.md records it.
-const demoDensePPL = 11.105
+const demoDensePPL = 10.689
 
 // TestShippedDemoModel checks testdata/demo/kjv-tiny.gguf: size, shape,
 // vocabulary, and (without -short) its recorded held-out perplexity.
@@ -64,5 +66,17 @@ func TestShippedDemoModel(t *testing.T) {
 	}
 	if math.Abs(ppl-demoDensePPL) > 0.005*demoDensePPL {
 		t.Fatalf("held-out perplexity %.3f, recorded %.3f", ppl, demoDensePPL)
+	}
+}
+
+// TestDemoConfigFitsCutlass: every linear matrix of the demo model must fit the
+// CUTLASS layout in BF16, or `make demo` would store it masked-dense.
+func TestDemoConfigFitsCutlass(t *testing.T) {
+	c := DemoConfig()
+	kv := c.KVHeads * c.HeadDim()
+	for _, s := range [][2]int{{c.Dim, c.Dim}, {kv, c.Dim}, {c.Hidden, c.Dim}, {c.Dim, c.Hidden}} {
+		if err := pack.CutlassShapeOK(format.BF16, s[0], s[1]); err != nil {
+			t.Errorf("[%d, %d]: %v", s[0], s[1], err)
+		}
 	}
 }

@@ -99,7 +99,7 @@ func ExitCode(io *cmdutil.IO, cmd *cobra.Command, err error) int {
 		return silent.Code
 	}
 	if errors.Is(err, context.Canceled) {
-		fmt.Fprintln(io.ErrOut, "sparsify: cancelled; no output was written")
+		fmt.Fprintln(io.ErrOut, "sparsify: cancelled")
 		return cmdutil.ExitCancel
 	}
 	var flagErr *cmdutil.FlagError
