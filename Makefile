@@ -5,7 +5,7 @@ BIN := bin/sparsify
 MODEL ?=
 FUZZTIME ?= 5m
 
-.PHONY: all build demo test test-full test-generic bench fuzz vet fmt clean
+.PHONY: all build demo test test-full bench fuzz vet fmt clean
 
 all: build
 
@@ -38,4 +38,4 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin
+	rm -rf bin demo-out
