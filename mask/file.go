@@ -1,58 +1,53 @@
 package mask
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/binary"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
 
 	"github.com/sparsify/sparsify/format"
+	"github.com/sparsify/sparsify/format/safetensors"
 )
 
 // Mask files are safetensors files with one 2-D tensor per masked weight,
 // named like the weight, dtype U8 (1 = kept, 0 = pruned), shape [rows, cols].
 // ReadFile also accepts BOOL tensors. The header's "__metadata__" carries
-// free-form strings; sparsify writes at least "method" and "pattern".
+// free-form strings; sparsify writes at least "method" and "pattern", and
+// the safetensors writer adds "format": "pt" (as Python's writer does).
 //
-// The reader and writer here are small and private to this package (the
-// shared format/safetensors package was not yet available when they were
-// written); they follow the safetensors specification: 8-byte little-endian
-// header length, JSON header (padded with spaces to a multiple of 8), data.
+// Parsing and writing the container is format/safetensors' job (fuzzed,
+// validated, atomic writes); this file adds only what makes a safetensors
+// file a mask file.
 
-// maxMaskHeader bounds the JSON header (as the reference crate's MAX_HEADER_SIZE).
-const maxMaskHeader = 100 << 20
-
-// ErrMaskFile reports a mask file that is valid safetensors but not a mask
-// (wrong dtype, rank, or a value other than 0/1); it comes inside a
-// *format.FormatError that also unwraps to format.ErrFormat.
+// ErrMaskFile reports a mask file that is not valid safetensors or not a
+// mask (wrong dtype, rank, or a value other than 0/1). It comes with a
+// *format.FormatError (naming file, tensor and byte offset) and format.ErrFormat.
 var ErrMaskFile = errors.New("mask: not a mask file")
 
-type maskFileError struct{ *format.FormatError }
+// maskFileError is a format error (a *format.FormatError, possibly wrapped)
+// that also unwraps to ErrMaskFile.
+type maskFileError struct{ err error }
 
-func (e maskFileError) Unwrap() []error { return []error{e.FormatError, ErrMaskFile} }
+func (e maskFileError) Error() string   { return e.err.Error() }
+func (e maskFileError) Unwrap() []error { return []error{e.err, ErrMaskFile} }
 
 func fileErr(path, tensor string, off int64, f string, args ...any) error {
 	return maskFileError{&format.FormatError{File: path, Tensor: tensor, Offset: off, Msg: fmt.Sprintf(f, args...)}}
 }
 
-type stEntry struct {
-	DType       string   `json:"dtype"`
-	Shape       []int64  `json:"shape"`
-	DataOffsets [2]int64 `json:"data_offsets"`
-}
-
 // WriteFile saves masks (keyed by the weight's tensor name, e.g.
 // "model.layers.0.mlp.up_proj.weight" or "blk.0.ffn_up.weight") as a
 // safetensors file of U8 [rows, cols] tensors, 1 = kept, in sorted name
-// order, with metadata in "__metadata__". The file is written atomically
-// (temporary file, fsync, rename); an existing file at path is replaced.
+// order, with metadata in "__metadata__" ("format" is reserved: the writer
+// sets it to "pt"). The file is written atomically (temporary file, fsync,
+// rename); an existing file at path is replaced.
 func WriteFile(path string, masks map[string]*Mask, metadata map[string]string) error {
+	if v, ok := metadata["format"]; ok && v != "pt" {
+		return fmt.Errorf("mask: write %s: metadata key \"format\" is reserved (got %q)", path, v)
+	}
 	names := make([]string, 0, len(masks))
 	for name, m := range masks {
 		if name == "" || name == "__metadata__" {
@@ -64,158 +59,100 @@ func WriteFile(path string, masks map[string]*Mask, metadata map[string]string) 
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	hdr := make(map[string]any, len(masks)+1)
-	if len(metadata) > 0 {
-		hdr["__metadata__"] = metadata
-	}
-	var off int64
-	for _, name := range names {
-		m := masks[name]
-		n := int64(len(m.Keep))
-		hdr[name] = stEntry{DType: "U8", Shape: []int64{int64(m.Rows), int64(m.Cols)}, DataOffsets: [2]int64{off, off + n}}
-		off += n
-	}
-	js, err := json.Marshal(hdr)
-	if err != nil {
-		return fmt.Errorf("mask: write %s: %w", path, err)
-	}
-	for len(js)%8 != 0 {
-		js = append(js, ' ')
-	}
-	f, err := format.CreateAtomic(path)
-	if err != nil {
-		return fmt.Errorf("mask: write %s: %w", path, err)
-	}
-	defer f.Abort()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	var l [8]byte
-	binary.LittleEndian.PutUint64(l[:], uint64(len(js)))
-	bw.Write(l[:])
-	bw.Write(js)
-	for _, name := range names {
-		for _, k := range masks[name].Keep {
-			var b byte
-			if k {
-				b = 1
-			}
-			bw.WriteByte(b)
+	ts := make([]format.Tensor, len(names))
+	for i, name := range names {
+		keep := masks[name].Keep
+		ts[i] = format.Tensor{
+			Name: name, DType: format.U8, Shape: []int64{int64(masks[name].Rows), int64(masks[name].Cols)},
+			Size: int64(len(keep)),
+			WriteTo: func(w io.Writer) (int64, error) {
+				var buf [32 << 10]byte
+				var n int64
+				for k := keep; len(k) > 0; {
+					c := min(len(k), len(buf))
+					for j, v := range k[:c] {
+						buf[j] = 0
+						if v {
+							buf[j] = 1
+						}
+					}
+					m, err := w.Write(buf[:c])
+					n += int64(m)
+					if err != nil {
+						return n, err
+					}
+					k = k[c:]
+				}
+				return n, nil
+			},
 		}
 	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("mask: write %s: %w", path, err)
-	}
-	if err := f.Commit(); err != nil {
+	if _, err := safetensors.WriteFile(context.Background(), path, ts, safetensors.WriteOptions{Metadata: metadata, NoHash: true}); err != nil {
 		return fmt.Errorf("mask: write %s: %w", path, err)
 	}
 	return nil
 }
 
 // ReadFile loads a mask file written by WriteFile (U8 or BOOL tensors, values
-// 0/1). Errors on bad input are *format.FormatError (wrapping
-// format.ErrFormat and ErrMaskFile) naming the file, tensor and byte offset.
+// 0/1; a .zst file too). Errors on bad input wrap a *format.FormatError
+// naming the file, tensor and byte offset, format.ErrFormat and ErrMaskFile.
 func ReadFile(path string) (map[string]*Mask, map[string]string, error) {
-	f, err := os.Open(path)
+	sf, err := safetensors.Open(path)
 	if err != nil {
+		if errors.Is(err, format.ErrFormat) {
+			return nil, nil, maskFileError{err}
+		}
 		return nil, nil, fmt.Errorf("mask: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, nil, fmt.Errorf("mask: %w", err)
-	}
-	return readMasks(path, f, st.Size())
-}
-
-// readMasks parses a mask file of size bytes from r.
-func readMasks(path string, r io.ReaderAt, size int64) (map[string]*Mask, map[string]string, error) {
-	var l [8]byte
-	if size < 8 {
-		return nil, nil, fileErr(path, "", 0, "file of %d bytes is too short for a safetensors header", size)
-	}
-	if _, err := r.ReadAt(l[:], 0); err != nil {
-		return nil, nil, fmt.Errorf("mask: %s: %w", path, err)
-	}
-	hn := binary.LittleEndian.Uint64(l[:])
-	if hn > maxMaskHeader || int64(hn) > size-8 {
-		return nil, nil, fileErr(path, "", 0, "header length %d exceeds the file (%d bytes) or the %d-byte limit", hn, size, maxMaskHeader)
-	}
-	js := make([]byte, hn)
-	if _, err := r.ReadAt(js, 8); err != nil {
-		return nil, nil, fmt.Errorf("mask: %s: %w", path, err)
-	}
-	dataStart := 8 + int64(hn)
-	dataLen := size - dataStart
-	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(js))
-	if err := dec.Decode(&raw); err != nil {
-		off := int64(8)
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			off += se.Offset
+	defer sf.Close()
+	masks := make(map[string]*Mask, len(sf.Tensors()))
+	for _, ti := range sf.Tensors() {
+		if ti.DType != format.U8 && ti.DType != format.Bool {
+			return nil, nil, fileErr(path, ti.Name, ti.Offset, "dtype %v: a mask must be U8 or BOOL", ti.DType)
 		}
-		return nil, nil, fileErr(path, "", off, "header JSON: %v", err)
-	}
-	var meta map[string]string
-	if m, ok := raw["__metadata__"]; ok {
-		if err := json.Unmarshal(m, &meta); err != nil {
-			return nil, nil, fileErr(path, "", 8, "__metadata__ is not a string map: %v", err)
+		if len(ti.Shape) != 2 || ti.Shape[0] > math.MaxInt || ti.Shape[1] > math.MaxInt {
+			return nil, nil, fileErr(path, ti.Name, ti.Offset, "shape %v: a mask must be 2-D [rows, cols]", ti.Shape)
 		}
-		delete(raw, "__metadata__")
-	}
-	names := make([]string, 0, len(raw))
-	for name := range raw {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	masks := make(map[string]*Mask, len(raw))
-	type span struct {
-		a, b int64
-		name string
-	}
-	var spans []span
-	for _, name := range names {
-		var e stEntry
-		d := json.NewDecoder(bytes.NewReader(raw[name]))
-		d.DisallowUnknownFields()
-		if err := d.Decode(&e); err != nil {
-			return nil, nil, fileErr(path, name, 8, "header entry: %v", err)
+		// the reader checked Size = rows*cols against the file's data.
+		b, err := tensorBytes(sf, ti)
+		if err != nil {
+			return nil, nil, err
 		}
-		if e.DType != "U8" && e.DType != "BOOL" {
-			return nil, nil, fileErr(path, name, 8, "dtype %s: a mask must be U8 or BOOL", e.DType)
-		}
-		if len(e.Shape) != 2 || e.Shape[0] < 0 || e.Shape[1] < 0 {
-			return nil, nil, fileErr(path, name, 8, "shape %v: a mask must be 2-D [rows, cols]", e.Shape)
-		}
-		a, b := e.DataOffsets[0], e.DataOffsets[1]
-		if a < 0 || b < a || b > dataLen {
-			return nil, nil, fileErr(path, name, 8, "data offsets [%d, %d] outside the %d data bytes", a, b, dataLen)
-		}
-		rows, cols := e.Shape[0], e.Shape[1]
-		if cols != 0 && rows > math.MaxInt64/cols || rows*cols != b-a {
-			return nil, nil, fileErr(path, name, 8, "shape %v does not match %d data bytes", e.Shape, b-a)
-		}
-		spans = append(spans, span{a, b, name})
-		buf := make([]byte, b-a) // bounded by the file size checked above
-		if _, err := r.ReadAt(buf, dataStart+a); err != nil {
-			return nil, nil, fmt.Errorf("mask: %s: tensor %q: %w", path, name, err)
-		}
-		m := &Mask{Rows: int(rows), Cols: int(cols), Keep: make([]bool, len(buf))}
-		for i, v := range buf {
+		m := &Mask{Rows: int(ti.Shape[0]), Cols: int(ti.Shape[1]), Keep: make([]bool, len(b))}
+		for i, v := range b {
 			switch v {
 			case 0:
 			case 1:
 				m.Keep[i] = true
 			default:
-				return nil, nil, fileErr(path, name, dataStart+a+int64(i), "value %d at element %d: want 0 or 1", v, i)
+				return nil, nil, fileErr(path, ti.Name, ti.Offset+int64(i), "value %d at element %d: want 0 or 1", v, i)
 			}
 		}
-		masks[name] = m
+		masks[ti.Name] = m
 	}
-	slices.SortFunc(spans, func(x, y span) int { return int(min(max(x.a-y.a, -1), 1)) })
-	for i := 1; i < len(spans); i++ {
-		if spans[i].a < spans[i-1].b {
-			return nil, nil, fileErr(path, spans[i].name, dataStart+spans[i].a, "data overlaps tensor %q", spans[i-1].name)
+	return masks, sf.Metadata(), nil
+}
+
+// tensorBytes returns the stored bytes of ti: zero-copy from the mapping, else
+// read (growing with the bytes actually there, not with the header's Size).
+func tensorBytes(sf *safetensors.File, ti format.TensorInfo) ([]byte, error) {
+	if b, err := sf.Bytes(ti.Name); err == nil {
+		return b, nil
+	}
+	rc, err := sf.Open(ti.Name)
+	if err != nil {
+		return nil, fmt.Errorf("mask: %s: tensor %q: %w", sf.Path(), ti.Name, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, ti.Size))
+	if err == nil && int64(len(b)) != ti.Size {
+		err = fmt.Errorf("%d of %d bytes", len(b), ti.Size)
+	}
+	if err != nil {
+		if errors.Is(err, format.ErrFormat) {
+			return nil, maskFileError{err}
 		}
+		return nil, fileErr(sf.Path(), ti.Name, ti.Offset, "reading: %v", err)
 	}
-	return masks, meta, nil
+	return b, nil
 }

@@ -38,8 +38,13 @@ func TestFileRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !maps.Equal(meta, gotMeta) {
-		t.Fatalf("metadata %v, want %v", gotMeta, meta)
+	wantMeta := maps.Clone(meta)
+	wantMeta["format"] = "pt" // added by the safetensors writer, as Python's does
+	if !maps.Equal(wantMeta, gotMeta) {
+		t.Fatalf("metadata %v, want %v", gotMeta, wantMeta)
+	}
+	if err := WriteFile(path, masks, map[string]string{"format": "np"}); err == nil {
+		t.Fatal("WriteFile accepted a reserved \"format\" metadata value")
 	}
 	if len(got) != len(masks) {
 		t.Fatalf("%d masks, want %d", len(got), len(masks))
@@ -84,10 +89,14 @@ func TestReadFileBoolAndErrors(t *testing.T) {
 		}
 		return p
 	}
-	p := write("bool.safetensors", stFile(`{"w":{"dtype":"BOOL","shape":[1,4],"data_offsets":[0,4]}}`, []byte{1, 0, 0, 1}))
-	ms, _, err := ReadFile(p)
+	// as the earlier private writer laid files out: no "format" key, BOOL accepted
+	p := write("bool.safetensors", stFile(`{"__metadata__":{"method":"magnitude"},"w":{"dtype":"BOOL","shape":[1,4],"data_offsets":[0,4]}}`, []byte{1, 0, 0, 1}))
+	ms, meta, err := ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !maps.Equal(meta, map[string]string{"method": "magnitude"}) {
+		t.Fatalf("metadata %v", meta)
 	}
 	if got := keepString(ms["w"]); got != "1001" {
 		t.Fatalf("bool mask %s", got)
@@ -100,11 +109,14 @@ func TestReadFileBoolAndErrors(t *testing.T) {
 		{"value", `{"w":{"dtype":"U8","shape":[1,4],"data_offsets":[0,4]}}`, []byte{1, 0, 2, 1}, "at byte"},
 		{"dtype", `{"w":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}}`, []byte{0, 0, 0, 0}, "U8 or BOOL"},
 		{"rank", `{"w":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}`, []byte{0, 0, 0, 0}, "2-D"},
-		{"offsets", `{"w":{"dtype":"U8","shape":[1,4],"data_offsets":[0,8]}}`, []byte{0, 0, 0, 0}, "outside"},
-		{"shape", `{"w":{"dtype":"U8","shape":[2,4],"data_offsets":[0,4]}}`, []byte{0, 0, 0, 0}, "does not match"},
-		{"overflow", `{"w":{"dtype":"U8","shape":[4611686018427387904,4],"data_offsets":[0,4]}}`, []byte{0, 0, 0, 0}, "does not match"},
+		{"offsets", `{"w":{"dtype":"U8","shape":[1,8],"data_offsets":[0,8]}}`, []byte{0, 0, 0, 0}, "past the end"},
+		{"shape", `{"w":{"dtype":"U8","shape":[2,4],"data_offsets":[0,4]}}`, []byte{0, 0, 0, 0}, "needs 8 bytes"},
+		{"overflow", `{"w":{"dtype":"U8","shape":[4611686018427387904,4],"data_offsets":[0,4]}}`, []byte{0, 0, 0, 0}, "overflows"},
 		{"json", `{"w":`, nil, "JSON"},
-		{"overlap", `{"a":{"dtype":"U8","shape":[1,4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[1,4],"data_offsets":[2,6]}}`, []byte{0, 0, 0, 0, 0, 0}, "overlaps"},
+		{"overlap", `{"a":{"dtype":"U8","shape":[1,4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[1,4],"data_offsets":[2,6]}}`, []byte{0, 0, 0, 0, 0, 0}, "overlap"},
+		{"gap", `{"a":{"dtype":"U8","shape":[1,2],"data_offsets":[2,4]}}`, []byte{0, 0, 0, 0}, "gap"},
+		{"trailing", `{"a":{"dtype":"U8","shape":[1,2],"data_offsets":[0,2]}}`, []byte{0, 0, 0, 0}, "not covered"},
+		{"unknown dtype", `{"a":{"dtype":"X9","shape":[1,2],"data_offsets":[0,2]}}`, []byte{0, 0}, "dtype"},
 	}
 	for _, c := range bad {
 		p := write(c.name+".safetensors", stFile(c.header, c.data))
@@ -134,9 +146,17 @@ func FuzzReadMasks(f *testing.F) {
 	f.Add(seed)
 	f.Add(stFile(`{"w":{"dtype":"BOOL","shape":[1,4],"data_offsets":[0,4]}}`, []byte{1, 0, 0, 1}))
 	f.Add([]byte{})
+	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		masks, _, err := readMasks("fuzz", bytes.NewReader(b), int64(len(b)))
+		in := filepath.Join(dir, "in.safetensors") // one fuzz worker per process: no sharing
+		if err := os.WriteFile(in, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		masks, _, err := ReadFile(in)
 		if err != nil {
+			if !errors.Is(err, format.ErrFormat) || !errors.Is(err, ErrMaskFile) {
+				t.Fatalf("error wraps neither format.ErrFormat nor ErrMaskFile: %v", err)
+			}
 			return
 		}
 		out := filepath.Join(t.TempDir(), "out.safetensors")

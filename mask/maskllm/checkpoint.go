@@ -2,18 +2,17 @@ package maskllm
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 
 	"github.com/sparsify/sparsify/format"
+	"github.com/sparsify/sparsify/format/safetensors"
 )
 
 // A checkpoint (OUT/logits.safetensors) is a safetensors file with, for every
@@ -37,8 +36,6 @@ const (
 // ErrCheckpoint reports a file that is not a usable logits checkpoint.
 var ErrCheckpoint = errors.New("maskllm: not a logits checkpoint")
 
-const maxHeader = 64 << 20
-
 // Checkpoint is the state of a run: per weight name, logits and AdamW moments
 // ([groups*6] each; moments may be nil in a transfer-only file).
 type Checkpoint struct {
@@ -59,6 +56,13 @@ func ckErr(path, tensor string, off int64, f string, args ...any) error {
 }
 
 // WriteCheckpoint writes c atomically (temporary file, fsync, rename).
+//
+// It lays the file out itself (sorted names, contiguous data, JSON header
+// padded to 8 bytes, as format/safetensors writes) rather than calling
+// safetensors.WriteFile, because that writer forces metadata "format" to
+// "pt" and the checkpoint's "format" key must stay CheckpointFormat (the
+// on-disk format; IsCheckpoint keys on it). Reading goes through
+// format/safetensors.
 func WriteCheckpoint(path string, c *Checkpoint) error {
 	names := make([]string, 0, len(c.Tensors))
 	for n := range c.Tensors {
@@ -120,87 +124,16 @@ func WriteCheckpoint(path string, c *Checkpoint) error {
 	return nil
 }
 
-// ReadCheckpoint loads a checkpoint. Errors on bad input wrap ErrCheckpoint
+// ReadCheckpoint loads a checkpoint (format/safetensors parses the file; this
+// checks what makes it a checkpoint). Errors on bad input wrap ErrCheckpoint
 // and a *format.FormatError naming file, tensor and byte offset.
 func ReadCheckpoint(path string) (*Checkpoint, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("maskllm: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("maskllm: %w", err)
-	}
-	return readCheckpoint(path, f, st.Size())
-}
-
-// IsCheckpoint reports whether path is a safetensors file whose metadata
-// says it is a logits checkpoint (without reading the tensors).
-func IsCheckpoint(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return false
-	}
-	raw, _, err := readHeader(path, f, st.Size())
-	if err != nil {
-		return false
-	}
-	var meta map[string]string
-	if m, ok := raw["__metadata__"]; !ok || json.Unmarshal(m, &meta) != nil {
-		return false
-	}
-	return meta["format"] == CheckpointFormat
-}
-
-func readHeader(path string, r io.ReaderAt, size int64) (map[string]json.RawMessage, int64, error) {
-	if size < 8 {
-		return nil, 0, ckErr(path, "", 0, "file of %d bytes is too short for a safetensors header", size)
-	}
-	var l [8]byte
-	if _, err := r.ReadAt(l[:], 0); err != nil {
-		return nil, 0, fmt.Errorf("maskllm: %s: %w", path, err)
-	}
-	hn := binary.LittleEndian.Uint64(l[:])
-	if hn > maxHeader || int64(hn) > size-8 {
-		return nil, 0, ckErr(path, "", 0, "header length %d exceeds the file (%d bytes) or the %d-byte limit", hn, size, maxHeader)
-	}
-	js := make([]byte, hn)
-	if _, err := r.ReadAt(js, 8); err != nil && hn > 0 {
-		return nil, 0, fmt.Errorf("maskllm: %s: %w", path, err)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.NewDecoder(bytes.NewReader(js)).Decode(&raw); err != nil {
-		off := int64(8)
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			off += se.Offset
-		}
-		return nil, 0, ckErr(path, "", off, "header JSON: %v", err)
-	}
-	return raw, 8 + int64(hn), nil
-}
-
-func readCheckpoint(path string, r io.ReaderAt, size int64) (*Checkpoint, error) {
-	raw, dataStart, err := readHeader(path, r, size)
+	sf, err := openCheckpoint(path)
 	if err != nil {
 		return nil, err
 	}
-	dataLen := size - dataStart
-	c := &Checkpoint{Tensors: map[string][]float32{}}
-	m, ok := raw["__metadata__"]
-	if !ok || json.Unmarshal(m, &c.Meta) != nil {
-		return nil, ckErr(path, "", 8, "no string-map __metadata__")
-	}
-	delete(raw, "__metadata__")
-	if c.Meta["format"] != CheckpointFormat {
-		return nil, ckErr(path, "", 8, "metadata format %q, want %q", c.Meta["format"], CheckpointFormat)
-	}
+	defer sf.Close()
+	c := &Checkpoint{Tensors: map[string][]float32{}, Meta: sf.Metadata()}
 	atoi := func(k string) (int, error) {
 		v, err := strconv.Atoi(c.Meta[k])
 		if err != nil || v < 0 {
@@ -217,44 +150,78 @@ func readCheckpoint(path string, r io.ReaderAt, size int64) (*Checkpoint, error)
 	if c.Seed, err = strconv.ParseUint(c.Meta["seed"], 10, 64); err != nil {
 		return nil, ckErr(path, "", 8, "metadata seed=%q is not an unsigned integer", c.Meta["seed"])
 	}
-	names := make([]string, 0, len(raw))
-	for n := range raw {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		var e stEntry
-		d := json.NewDecoder(bytes.NewReader(raw[n]))
-		d.DisallowUnknownFields()
-		if err := d.Decode(&e); err != nil {
-			return nil, ckErr(path, n, 8, "header entry: %v", err)
+	for _, ti := range sf.Tensors() {
+		if ti.DType != format.F32 {
+			return nil, ckErr(path, ti.Name, ti.Offset, "dtype %v, want F32", ti.DType)
 		}
-		if e.DType != "F32" {
-			return nil, ckErr(path, n, 8, "dtype %s, want F32", e.DType)
+		if len(ti.Shape) != 2 || ti.Shape[1] != NumCandidates {
+			return nil, ckErr(path, ti.Name, ti.Offset, "shape %v, want [groups, %d]", ti.Shape, NumCandidates)
 		}
-		if len(e.Shape) != 2 || e.Shape[1] != NumCandidates || e.Shape[0] < 0 {
-			return nil, ckErr(path, n, 8, "shape %v, want [groups, %d]", e.Shape, NumCandidates)
+		// the reader checked Size = groups*6*4 against the file's data.
+		b, err := tensorBytes(sf, ti)
+		if err != nil {
+			return nil, err
 		}
-		a, b := e.DataOffsets[0], e.DataOffsets[1]
-		if a < 0 || b < a || b > dataLen {
-			return nil, ckErr(path, n, 8, "data offsets [%d, %d] outside the %d data bytes", a, b, dataLen)
-		}
-		if e.Shape[0] > (b-a)/4 || e.Shape[0]*NumCandidates*4 != b-a {
-			return nil, ckErr(path, n, dataStart+a, "shape %v does not match %d data bytes", e.Shape, b-a)
-		}
-		buf := make([]byte, b-a) // bounded by the file size checked above
-		if _, err := r.ReadAt(buf, dataStart+a); err != nil && len(buf) > 0 {
-			return nil, fmt.Errorf("maskllm: %s: tensor %q: %w", path, n, err)
-		}
-		v := make([]float32, (b-a)/4)
+		v := make([]float32, len(b)/4)
 		for i := range v {
-			x := math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
+			x := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-				return nil, ckErr(path, n, dataStart+a+int64(4*i), "value %v is not finite", x)
+				return nil, ckErr(path, ti.Name, ti.Offset+int64(4*i), "value %v is not finite", x)
 			}
 			v[i] = x
 		}
-		c.Tensors[n] = v
+		c.Tensors[ti.Name] = v
 	}
 	return c, nil
+}
+
+// IsCheckpoint reports whether path is a safetensors file whose metadata
+// says it is a logits checkpoint (without reading the tensors).
+func IsCheckpoint(path string) bool {
+	sf, err := openCheckpoint(path)
+	if err != nil {
+		return false
+	}
+	sf.Close()
+	return true
+}
+
+// openCheckpoint opens path and checks its "format" metadata.
+func openCheckpoint(path string) (*safetensors.File, error) {
+	sf, err := safetensors.Open(path)
+	if err != nil {
+		if errors.Is(err, format.ErrFormat) {
+			return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+		}
+		return nil, fmt.Errorf("maskllm: %w", err)
+	}
+	if f := sf.Metadata()["format"]; f != CheckpointFormat {
+		sf.Close()
+		return nil, ckErr(path, "", 8, "metadata format %q, want %q", f, CheckpointFormat)
+	}
+	return sf, nil
+}
+
+// tensorBytes returns the stored bytes of ti: zero-copy from the mapping, else
+// read (growing with the bytes actually there, not with the header's Size).
+func tensorBytes(sf *safetensors.File, ti format.TensorInfo) ([]byte, error) {
+	if b, err := sf.Bytes(ti.Name); err == nil {
+		return b, nil
+	}
+	rc, err := sf.Open(ti.Name)
+	if err != nil {
+		return nil, fmt.Errorf("maskllm: %s: tensor %q: %w", sf.Path(), ti.Name, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, ti.Size))
+	if err == nil && int64(len(b)) != ti.Size {
+		err = fmt.Errorf("%d of %d bytes", len(b), ti.Size)
+	}
+	if err != nil {
+		if errors.Is(err, format.ErrFormat) {
+			return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+		}
+		return nil, ckErr(sf.Path(), ti.Name, ti.Offset, "reading: %v", err)
+	}
+	return b, nil
 }

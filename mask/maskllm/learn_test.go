@@ -332,6 +332,18 @@ func TestCheckpointRoundTripAndErrors(t *testing.T) {
 	if _, err := ReadCheckpoint(q); !errors.Is(err, ErrCheckpoint) {
 		t.Errorf("NaN logit: %v", err)
 	}
+	// a valid safetensors file that is not a checkpoint (a mask file)
+	q = filepath.Join(dir, "mask.safetensors")
+	if err := mask.WriteFile(q, map[string]*mask.Mask{"w": {Rows: 1, Cols: 4, Keep: make([]bool, 4)}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var fe *format.FormatError
+	if _, err := ReadCheckpoint(q); !errors.Is(err, ErrCheckpoint) || !errors.As(err, &fe) || fe.File != q || !strings.Contains(err.Error(), "metadata format") {
+		t.Errorf("mask file read as checkpoint: %v", err)
+	}
+	if IsCheckpoint(q) || IsCheckpoint(filepath.Join(dir, "missing")) {
+		t.Error("IsCheckpoint true on a mask file or a missing file")
+	}
 }
 
 func FuzzReadCheckpoint(f *testing.F) {
@@ -345,9 +357,16 @@ func FuzzReadCheckpoint(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(seed[:20])
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := readCheckpoint("fuzz", bytes.NewReader(b), int64(len(b)))
+		in := filepath.Join(dir, "in.safetensors") // one fuzz worker per process: no sharing
+		if err := os.WriteFile(in, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ReadCheckpoint(in)
+		if err == nil && !IsCheckpoint(in) {
+			t.Fatal("IsCheckpoint false on a readable checkpoint")
+		}
 		if err != nil {
-			if !errors.Is(err, ErrCheckpoint) {
+			if !errors.Is(err, ErrCheckpoint) || !errors.Is(err, format.ErrFormat) {
 				t.Fatalf("error does not wrap ErrCheckpoint: %v", err)
 			}
 			return
