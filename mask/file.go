@@ -114,9 +114,9 @@ func ReadFile(path string) (map[string]*Mask, map[string]string, error) {
 			return nil, nil, fileErr(path, ti.Name, ti.Offset, "shape %v: a mask must be 2-D [rows, cols]", ti.Shape)
 		}
 		// the reader checked Size = rows*cols against the file's data.
-		b, err := tensorBytes(sf, ti)
+		b, err := sf.ReadTensor(ti.Name)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, maskFileError{err}
 		}
 		m := &Mask{Rows: int(ti.Shape[0]), Cols: int(ti.Shape[1]), Keep: make([]bool, len(b))}
 		for i, v := range b {
@@ -131,28 +131,4 @@ func ReadFile(path string) (map[string]*Mask, map[string]string, error) {
 		masks[ti.Name] = m
 	}
 	return masks, sf.Metadata(), nil
-}
-
-// tensorBytes returns the stored bytes of ti: zero-copy from the mapping, else
-// read (growing with the bytes actually there, not with the header's Size).
-func tensorBytes(sf *safetensors.File, ti format.TensorInfo) ([]byte, error) {
-	if b, err := sf.Bytes(ti.Name); err == nil {
-		return b, nil
-	}
-	rc, err := sf.Open(ti.Name)
-	if err != nil {
-		return nil, fmt.Errorf("mask: %s: tensor %q: %w", sf.Path(), ti.Name, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, ti.Size))
-	if err == nil && int64(len(b)) != ti.Size {
-		err = fmt.Errorf("%d of %d bytes", len(b), ti.Size)
-	}
-	if err != nil {
-		if errors.Is(err, format.ErrFormat) {
-			return nil, maskFileError{err}
-		}
-		return nil, fileErr(sf.Path(), ti.Name, ti.Offset, "reading: %v", err)
-	}
-	return b, nil
 }

@@ -117,6 +117,12 @@ func Magnitude(w []float32, rows, cols int, p Pattern) (*Mask, error) {
 	return m, nil
 }
 
+// Keep24 returns the two lanes (bit i: lane i) that magnitude keeps in a 2:4
+// group, given the six pairwise comparisons of its |x| as bits (bit 0: lane 0
+// ahead of lane 1, 1: 0/2, 2: 0/3, 3: 1/2, 4: 1/3, 5: 2/3; ties go to the lower
+// lane). pack's bit-pattern fast path uses it so that both select alike.
+func Keep24(cmp uint8) uint8 { return keep24[cmp&63] }
+
 // keep24 maps the six "i is chosen before j" bits of a 2:4 group (bit 0: 0
 // before 1, 1: 0/2, 2: 0/3, 3: 1/2, 4: 1/3, 5: 2/3) to the two lanes chosen
 // (bit i: lane i), those ahead of at least two of the other three.

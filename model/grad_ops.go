@@ -238,38 +238,12 @@ func (r *gRope[F]) apply(x []F, B, T, heads int, sign F) {
 	})
 }
 
-// gExp is e^x: math.Exp in float64 (the gradient checks), a Cephes-style
-// polynomial in float32 (relative error below 2e-7, much faster).
+// gExp is e^x: math.Exp in float64 (the gradient checks), fastExp in float32.
 func gExp[F gfloat](x F) F {
 	if unsafe.Sizeof(x) == 4 {
-		return F(gExpf32(float32(x)))
+		return F(fastExp(float32(x)))
 	}
 	return F(math.Exp(float64(x)))
-}
-
-// gExpf32 is e^x in float32 by range reduction to r ∈ [−ln2/2, ln2/2] and a
-// degree-6 polynomial (Cephes expf coefficients).
-func gExpf32(x float32) float32 {
-	if x != x {
-		return x
-	}
-	if x > 88.72 {
-		return float32(math.Inf(1))
-	}
-	if x < -87.33 {
-		return 0
-	}
-	t := x * 1.44269504088896341
-	if t < 0 {
-		t -= 0.5
-	} else {
-		t += 0.5
-	}
-	n := float32(int32(t)) // round half away from zero
-	r := x - n*0.693359375 + n*2.12194440e-4
-	p := ((((1.9875691500e-4*r+1.3981999507e-3)*r+8.3334519073e-3)*r+4.1665795894e-2)*r+1.6666665459e-1)*r + 5.0000001201e-1
-	p = p*r*r + r + 1
-	return p * math.Float32frombits(uint32(int32(n)+127)<<23)
 }
 
 // gExpRow sets dst[i] = e^(src[i]·scale − sub) and returns the sum (dst may

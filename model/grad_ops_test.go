@@ -246,17 +246,17 @@ func TestGradMatMul(t *testing.T) {
 	cmp("MatMulTN", c32, c64)
 }
 
-func TestExpf(t *testing.T) {
+func TestGExpFloat32(t *testing.T) {
 	worst := 0.0
 	for x := float32(-87); x < 88; x += 0.01234 {
-		got, want := float64(gExpf32(x)), math.Exp(float64(x))
+		got, want := float64(gExp[float32](x)), math.Exp(float64(x))
 		worst = max(worst, math.Abs(got-want)/want)
 	}
 	if worst > 3e-7 {
 		t.Fatalf("expf relative error %.3g", worst)
 	}
-	if gExpf32(-100) != 0 || !math.IsInf(float64(gExpf32(100)), 1) || gExpf32(0) != 1 {
-		t.Fatalf("expf limits: %g %g %g", gExpf32(-100), gExpf32(100), gExpf32(0))
+	if gExp[float32](-100) != 0 || !math.IsInf(float64(gExp[float32](100)), 1) || gExp[float32](0) != 1 {
+		t.Fatalf("expf limits: %g %g %g", gExp[float32](-100), gExp[float32](100), gExp[float32](0))
 	}
 	t.Logf("expf worst relative error %.3g", worst)
 }

@@ -1495,33 +1495,10 @@ func prune24x16(b []byte, inf uint16) int {
 		}
 		a0, a1, a2, a3 := uint32(x)&0x7fff, uint32(x>>16)&0x7fff, uint32(x>>32)&0x7fff, uint32(x>>48)&0x7fff
 		idx := b2u(a0 >= a1) | b2u(a0 >= a2)<<1 | b2u(a0 >= a3)<<2 | b2u(a1 >= a2)<<3 | b2u(a1 >= a3)<<4 | b2u(a2 >= a3)<<5
-		le.PutUint64(b[g:], x&lanes16[keep24[idx]&uint8(flags16(x))])
+		le.PutUint64(b[g:], x&lanes16[mask.Keep24(uint8(idx))&uint8(flags16(x))])
 	}
 	return -1
 }
-
-// keep24 maps the six pairwise "i beats j" bits of a group (bit 0: 0 vs 1,
-// 1: 0 vs 2, 2: 0 vs 3, 3: 1 vs 2, 4: 1 vs 3, 5: 2 vs 3) to the lanes that
-// win at least two of their three comparisons (bit i: lane i kept).
-var keep24 = func() (t [64]uint8) {
-	pairs := [6][2]int{{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}}
-	for idx := range t {
-		var wins [4]int
-		for k, pr := range pairs {
-			if idx>>k&1 == 1 {
-				wins[pr[0]]++
-			} else {
-				wins[pr[1]]++
-			}
-		}
-		for i, w := range wins {
-			if w >= 2 {
-				t[idx] |= 1 << i
-			}
-		}
-	}
-	return t
-}()
 
 // lanes16 maps 4 lane bits to the 64-bit mask of those 16-bit lanes.
 var lanes16 = func() (t [16]uint64) {

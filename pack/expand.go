@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -130,10 +131,10 @@ func (p PackedWeight) CheckHeaders(rows, cols int) error {
 		if err != nil {
 			return fmt.Errorf("tensor %q: %w", p.Values.Name, err)
 		}
-		if !sameShape(p.Values.Shape, info.ValuesShape) || p.Values.Size != info.ValuesSize {
+		if !slices.Equal(p.Values.Shape, info.ValuesShape) || p.Values.Size != info.ValuesSize {
 			return fe(p.Values, "cutlass values %v %v, want %v %v for weight [%d, %d]", p.Values.DType, p.Values.Shape, p.Values.DType, info.ValuesShape, rows, cols)
 		}
-		if p.Meta.DType != info.MetaDType || !sameShape(p.Meta.Shape, info.MetaShape) || p.Meta.Size != info.MetaSize {
+		if p.Meta.DType != info.MetaDType || !slices.Equal(p.Meta.Shape, info.MetaShape) || p.Meta.Size != info.MetaSize {
 			return fe(p.Meta, "cutlass meta %v %v, want %v %v for %v weight [%d, %d]", p.Meta.DType, p.Meta.Shape, info.MetaDType, info.MetaShape, p.Values.DType, rows, cols)
 		}
 	case Bitmask:
@@ -141,28 +142,16 @@ func (p PackedWeight) CheckHeaders(rows, cols int) error {
 		if err != nil {
 			return fmt.Errorf("tensor %q: %w", p.Values.Name, err)
 		}
-		if !sameShape(p.Values.Shape, info.CompressedShape) || p.Values.Size != info.CompressedSize {
+		if !slices.Equal(p.Values.Shape, info.CompressedShape) || p.Values.Size != info.CompressedSize {
 			return fe(p.Values, "compressed %v %v, want %v for weight [%d, %d]", p.Values.DType, p.Values.Shape, info.CompressedShape, rows, cols)
 		}
-		if p.Meta.DType != format.U8 || !sameShape(p.Meta.Shape, info.BitmaskShape) || p.Meta.Size != info.BitmaskSize {
+		if p.Meta.DType != format.U8 || !slices.Equal(p.Meta.Shape, info.BitmaskShape) || p.Meta.Size != info.BitmaskSize {
 			return fe(p.Meta, "bitmask %v %v, want U8 %v for weight [%d, %d]", p.Meta.DType, p.Meta.Shape, info.BitmaskShape, rows, cols)
 		}
 	default:
 		return fmt.Errorf("pack: layout %q has no packed tensors", p.Layout)
 	}
 	return nil
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Unpack reads the group's tensors from src and returns the dense weight

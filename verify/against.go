@@ -3,6 +3,7 @@ package verify
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/sparsify/sparsify/format"
 	"github.com/sparsify/sparsify/format/llama"
@@ -123,7 +124,7 @@ func (v *verifier) checkAgainst(t *TensorReport, o *original, dense []byte, dt f
 		t.fail(CheckAgainst, "", "original %q: %v", oname, err)
 		return
 	}
-	if !sameShape(shape, t.Shape) {
+	if !slices.Equal(shape, t.Shape) {
 		t.fail(CheckAgainst, "", "shape %v, original %q has %v", t.Shape, oname, shape)
 		return
 	}

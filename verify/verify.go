@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -485,7 +486,7 @@ func (v *verifier) checkManifestTensors(groups []pack.PackedWeight) {
 		if t == nil { // every stored tensor has a report; defensive
 			continue
 		}
-		if ti.DType.String() != mt.DType || !sameShape(ti.Shape, mt.Shape) {
+		if ti.DType.String() != mt.DType || !slices.Equal(ti.Shape, mt.Shape) {
 			t.fail(CheckManifest, ti.File, "tensor %q is %v %v, manifest says %s %v", mt.Name, ti.DType, ti.Shape, mt.DType, mt.Shape)
 			continue
 		}
@@ -533,18 +534,6 @@ func hashTensor(src format.Source, name string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // checkPacked runs structure, round-trip and GEMM checks on one packed

@@ -196,6 +196,33 @@ func (sf *File) Bytes(name string) ([]byte, error) {
 	return sf.data[ti.Offset : ti.Offset+ti.Size : ti.Offset+ti.Size], nil
 }
 
+// ReadTensor returns the stored bytes of one tensor: zero-copy from the
+// mapping where there is one (see Bytes), else read through Open, growing with
+// the bytes actually there rather than allocating the header's Size up front.
+// A short or failed read is a *format.FormatError naming file, tensor and offset.
+func (sf *File) ReadTensor(name string) ([]byte, error) {
+	if b, err := sf.Bytes(name); err == nil {
+		return b, nil
+	}
+	rc, err := sf.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	ti, _ := sf.Info(name)
+	b, err := io.ReadAll(io.LimitReader(rc, ti.Size))
+	if err == nil && int64(len(b)) != ti.Size {
+		err = fmt.Errorf("%d of %d bytes", len(b), ti.Size)
+	}
+	if err != nil {
+		if errors.Is(err, format.ErrFormat) {
+			return nil, err
+		}
+		return nil, &format.FormatError{File: sf.path, Tensor: name, Offset: ti.Offset, Msg: fmt.Sprintf("reading: %v", err)}
+	}
+	return b, nil
+}
+
 // Close releases the file and its mapping. Readers from Open fail afterwards
 // with ErrClosed; slices from Bytes must not be used.
 func (sf *File) Close() error {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -158,9 +157,9 @@ func ReadCheckpoint(path string) (*Checkpoint, error) {
 			return nil, ckErr(path, ti.Name, ti.Offset, "shape %v, want [groups, %d]", ti.Shape, NumCandidates)
 		}
 		// the reader checked Size = groups*6*4 against the file's data.
-		b, err := tensorBytes(sf, ti)
+		b, err := sf.ReadTensor(ti.Name)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
 		}
 		v := make([]float32, len(b)/4)
 		for i := range v {
@@ -200,28 +199,4 @@ func openCheckpoint(path string) (*safetensors.File, error) {
 		return nil, ckErr(path, "", 8, "metadata format %q, want %q", f, CheckpointFormat)
 	}
 	return sf, nil
-}
-
-// tensorBytes returns the stored bytes of ti: zero-copy from the mapping, else
-// read (growing with the bytes actually there, not with the header's Size).
-func tensorBytes(sf *safetensors.File, ti format.TensorInfo) ([]byte, error) {
-	if b, err := sf.Bytes(ti.Name); err == nil {
-		return b, nil
-	}
-	rc, err := sf.Open(ti.Name)
-	if err != nil {
-		return nil, fmt.Errorf("maskllm: %s: tensor %q: %w", sf.Path(), ti.Name, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, ti.Size))
-	if err == nil && int64(len(b)) != ti.Size {
-		err = fmt.Errorf("%d of %d bytes", len(b), ti.Size)
-	}
-	if err != nil {
-		if errors.Is(err, format.ErrFormat) {
-			return nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
-		}
-		return nil, ckErr(sf.Path(), ti.Name, ti.Offset, "reading: %v", err)
-	}
-	return b, nil
 }
